@@ -1,0 +1,50 @@
+"""The one place that touches peft's private registry.
+
+peft's ``register_peft_method`` only accepts names that already exist in its ``PeftType`` enum, so an out-of-tree
+method first adds its member to that enum, then registers its config and tuner classes. Both steps are idempotent:
+importing ``peft_medsa`` twice (or reloading it) does not raise.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from peft.utils import PeftType, register_peft_method
+
+
+def _add_peft_type(name: str) -> PeftType:
+    """Adds ``name`` (upper case) to ``peft.utils.PeftType``; returns the new or already existing member."""
+    if name in PeftType.__members__:
+        return PeftType[name]
+    member = str.__new__(PeftType, name)
+    member._name_ = name
+    member._value_ = name
+    member.__objclass__ = PeftType
+    member.__init__(name)
+    # EnumType.__setattr__ refuses to rebind members; bypass it for the new name only.
+    type.__setattr__(PeftType, name, member)
+    PeftType._member_map_[name] = member
+    PeftType._value2member_map_[name] = member
+    PeftType._member_names_.append(name)
+    assert isinstance(member, enum.Enum)
+    return member
+
+
+def register(name: str, config_cls: type, model_cls: type) -> PeftType:
+    """Registers a PEFT method so that ``get_peft_model`` and ``PeftModel.from_pretrained`` find it.
+
+    Args:
+        name: the method's name in lower case (``"medsa"``); its prefix is ``name + "_"`` and must equal
+            ``model_cls.prefix``.
+        config_cls: the ``PeftConfig`` subclass whose ``peft_type`` is ``PeftType[name.upper()]``.
+        model_cls: the ``BaseTuner`` subclass.
+
+    Returns:
+        The ``PeftType`` member.
+    """
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+    peft_type = _add_peft_type(name.upper())
+    if PEFT_TYPE_TO_CONFIG_MAPPING.get(peft_type) is None:
+        register_peft_method(name=name, config_cls=config_cls, model_cls=model_cls, prefix=name + "_")
+    return peft_type

@@ -1,0 +1,1 @@
+"""PEFT tuners of peft-medsa: the bottleneck adapter and the Med-SA method (encoder + decoder adapters)."""

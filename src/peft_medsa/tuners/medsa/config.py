@@ -1,0 +1,95 @@
+"""MedSAConfig: the configuration of the Med-SA tuner (Wu et al., Medical Image Analysis; sections 3.2-3.4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from peft.config import PeftConfig
+from peft.utils import PeftType
+
+from ..adapter import ACTIVATIONS
+
+ENCODER_POSITIONS = ("attn", "mlp")
+
+
+@dataclass
+class MedSAConfig(PeftConfig):
+    """Configuration of Med-SA adapters on a SAM-like model (transformers ``SamModel`` or LiteMedSAM).
+
+    Encoder: in every block (or those in ``encoder_layers``) an adapter after multi-head attention in the main branch
+    (``"attn"``) and one parallel to the MLP, scaled by ``scaling`` (``"mlp"``). Decoder (``decoder_adapters``): in
+    every two-way block, an adapter parallel to the MLP (scaled by ``scaling``) and one after the residual connection
+    of the image-to-token cross-attention, followed by another residual connection and the block's layer norm.
+
+    Args:
+        r: bottleneck width of every adapter (the paper's middle dimension; Table 7a). Default 64.
+        scaling: s, the scale of the MLP-branch adapters: ``x + mlp(n) + s * adapter(n)``. Default 0.05 (Table 7c).
+        activation: activation inside the adapters, ``"relu"`` (paper) or ``"gelu"``.
+        encoder_layers: indices of the image-encoder blocks that get adapters; ``None`` means all (Table 7b).
+        encoder_positions: which encoder adapters to place, a subset of ``("attn", "mlp")`` (Table 6).
+        decoder_adapters: place the MLP-branch and post-cross-attention adapters in the mask decoder.
+        init_weights: ``True`` zero-initialises the up-projections so that the model equals SAM at init; ``False``
+            initialises them randomly (for tests).
+        target_modules: override of the modules to adapt, for SAM-like models with other module names: a regex
+            (full match on module names) or a list of names/suffixes. The role of each matched module follows
+            from its type: attention modules (``qkv``/``proj`` or ``q_proj``) get a main-branch adapter on their
+            output, ``LayerNorm`` modules a residual adapter before the norm, anything else (MLPs) a parallel
+            adapter scaled by ``scaling``.
+        modules_to_save: other modules to train and save fully (e.g. ``["iou_prediction_head"]``).
+    """
+
+    r: int = field(default=64, metadata={"help": "Bottleneck width of every adapter (Table 7a: 64)."})
+    scaling: float = field(
+        default=0.05, metadata={"help": "s, the scale of the MLP-branch adapters (Table 7c: 0.05)."}
+    )
+    activation: str = field(default="relu", metadata={"help": "Adapter activation: 'relu' (paper) or 'gelu'."})
+    encoder_layers: list[int] | None = field(
+        default=None, metadata={"help": "Image-encoder block indices to adapt; None = all (Table 7b)."}
+    )
+    encoder_positions: list[str] = field(
+        default_factory=lambda: list(ENCODER_POSITIONS),
+        metadata={"help": "Encoder adapter positions, subset of ['attn', 'mlp'] (Table 6)."},
+    )
+    decoder_adapters: bool = field(
+        default=True,
+        metadata={"help": "Adapters in the mask decoder: MLP branch and after the image-to-token cross-attention."},
+    )
+    init_weights: bool = field(
+        default=True, metadata={"help": "Zero-init the up-projections so that the model equals SAM at init."}
+    )
+    target_modules: list[str] | str | None = field(
+        default=None,
+        metadata={"help": "Override of the modules to adapt (regex or names) for other SAM-like models."},
+    )
+    modules_to_save: list[str] | None = field(
+        default=None, metadata={"help": "Other modules to train and save fully."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.peft_type = PeftType.MEDSA
+        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r <= 0:
+            raise ValueError(f"MedSAConfig.r must be a positive integer, got r={self.r!r}")
+        if not isinstance(self.scaling, (int, float)) or isinstance(self.scaling, bool) or self.scaling < 0:
+            raise ValueError(f"MedSAConfig.scaling must be a number >= 0, got scaling={self.scaling!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"MedSAConfig.activation={self.activation!r} is not supported; allowed: {sorted(ACTIVATIONS)}"
+            )
+        if isinstance(self.encoder_positions, str):
+            self.encoder_positions = [self.encoder_positions]
+        self.encoder_positions = list(self.encoder_positions)
+        bad = [p for p in self.encoder_positions if p not in ENCODER_POSITIONS]
+        if bad:
+            raise ValueError(
+                f"MedSAConfig.encoder_positions has unknown value(s) {bad}; allowed: {list(ENCODER_POSITIONS)}"
+            )
+        if self.encoder_layers is not None:
+            layers = list(self.encoder_layers)
+            if not all(isinstance(i, int) and not isinstance(i, bool) for i in layers):
+                raise ValueError(f"MedSAConfig.encoder_layers must be a list of ints, got {self.encoder_layers!r}")
+            if any(i < 0 for i in layers):
+                raise ValueError(f"MedSAConfig.encoder_layers must be >= 0, got {self.encoder_layers!r}")
+            self.encoder_layers = sorted(set(layers))
+        if isinstance(self.target_modules, (list, tuple, set)):
+            self.target_modules = sorted(set(self.target_modules))

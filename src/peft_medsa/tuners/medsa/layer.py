@@ -1,0 +1,189 @@
+"""Med-SA tuner layers: wrappers that add bottleneck adapters around SAM's attention, MLP and norm modules.
+
+Each wrapper keeps the SAM module as ``base_layer`` (frozen) and holds one ``BottleneckAdapter`` per adapter name in
+``medsa_adapter``. Its *role* fixes where the adapter acts (Wu et al., Fig. 1b and 1d):
+
+- ``"attn"`` (main branch, after multi-head attention): ``h = attn(x); h + adapter(h)``. The attention output may
+  be a tensor or a ``(hidden_states, attn_weights)`` tuple; the tuple is passed through.
+- ``"mlp"`` (parallel to the MLP, same normed input): ``mlp(x) + s * adapter(x)``. If the MLP normalises its own
+  input first (TinyViT's ``Mlp.norm``), the adapter sees that normed input too.
+- ``"norm"`` (decoder, after the residual of the image-to-token cross-attention): ``norm(x + adapter(x))``, i.e.
+  the adapter, another residual connection, then the block's layer norm.
+
+Tokens are adapted independently along the last dimension, so any leading shape works: (B, H, W, C) or windowed
+(B * n_windows, w, w, C) in the ViT encoder, (B, point_batch, tokens, C) and (B * point_batch, 1, HW, C) in the
+decoder. Mixed-adapter batches (``adapter_names``, one name per sample, ``"__base__"`` for none) rely on every such
+tensor being sample-major: its first dimension is a multiple of the batch size with each sample's rows contiguous.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
+from torch import nn
+
+from ..adapter import BottleneckAdapter
+
+BASE_ADAPTER_NAME = "__base__"
+ROLES = ("attn", "mlp", "norm")
+
+MERGE_ERROR = (
+    "Med-SA adapters cannot be merged into SAM's weights: they are nonlinear bottlenecks (down-projection, "
+    "activation, up-projection), not low-rank weight updates. Keep the PeftModel for inference, or call unload() to "
+    "get the base SamModel back without adapters."
+)
+
+
+def infer_hidden_size(base_layer: nn.Module, role: str) -> int:
+    """The token width d that the adapter of ``role`` acts on, read from the wrapped module's parameters."""
+    if role == "norm":
+        shape = getattr(base_layer, "normalized_shape", None)
+        if shape:
+            return int(shape[-1])
+    elif role == "attn":
+        for name in ("proj", "out_proj", "o_proj"):
+            proj = getattr(base_layer, name, None)
+            if isinstance(proj, nn.Linear):
+                return proj.out_features
+    elif role == "mlp":
+        for module in base_layer.modules():
+            if isinstance(module, nn.Linear):
+                return module.in_features
+    raise TypeError(
+        f"cannot place a Med-SA '{role}' adapter on {type(base_layer).__name__}: expected "
+        + {
+            "norm": "a LayerNorm",
+            "attn": "an attention module with an output projection 'proj', 'out_proj' or 'o_proj' (nn.Linear)",
+            "mlp": "an MLP module containing nn.Linear layers",
+        }.get(role, f"one of the roles {ROLES}")
+    )
+
+
+def rows_per_sample(hidden_states: torch.Tensor, adapter_names: list[str]) -> int:
+    """Number of leading rows of ``hidden_states`` that belong to each sample of a mixed-adapter batch."""
+    batch = len(adapter_names)
+    if batch == 0 or hidden_states.shape[0] % batch != 0:
+        raise ValueError(
+            f"adapter_names has {batch} entries but a tensor inside the model has leading dimension "
+            f"{hidden_states.shape[0]}; pass exactly one adapter name per image of the batch"
+        )
+    return hidden_states.shape[0] // batch
+
+
+class MedSALayer(nn.Module, BaseTunerLayer):
+    """A SAM module wrapped with Med-SA bottleneck adapters (see the module docstring for the roles).
+
+    Args:
+        base_layer: the SAM module (attention, MLP or LayerNorm).
+        adapter_name: name of the first adapter.
+        role: ``"attn"``, ``"mlp"`` or ``"norm"``.
+        r, scaling, activation, init_weights: as in ``MedSAConfig``; ``scaling`` applies to the ``"mlp"`` role only.
+    """
+
+    adapter_layer_names = ("medsa_adapter",)
+    other_param_names = ("medsa_scaling",)
+    # per-call options (see MedSAModel._enable_peft_forward_hooks) that this layer's forward accepts
+    call_kwargs: tuple[str, ...] = ("adapter_names",)
+
+    def __init__(
+        self,
+        base_layer: nn.Module,
+        adapter_name: str,
+        role: str,
+        r: int,
+        scaling: float,
+        activation: str,
+        init_weights: bool = True,
+    ) -> None:
+        super().__init__()
+        if role not in ROLES:
+            raise ValueError(f"unknown Med-SA adapter role {role!r}; expected one of {ROLES}")
+        self.base_layer = base_layer
+        self.role = role
+        self.hidden_size = infer_hidden_size(base_layer, role)
+        self.medsa_adapter = nn.ModuleDict()
+        self.medsa_scaling: dict[str, float] = {}
+        self._active_adapter = adapter_name
+        self.merged_adapters = []
+        self.update_layer(adapter_name, r=r, scaling=scaling, activation=activation, init_weights=init_weights)
+
+    def update_layer(
+        self, adapter_name: str, r: int, scaling: float, activation: str, init_weights: bool = True, **kwargs: Any
+    ) -> None:
+        """Creates the adapter ``adapter_name`` on the device and floating dtype of the wrapped module."""
+        adapter = BottleneckAdapter(self.hidden_size, r, activation=activation, zero_init=init_weights)
+        reference = next(self.base_layer.parameters(), None)
+        if reference is not None:
+            dtype = reference.dtype if reference.dtype.is_floating_point else None
+            adapter.to(device=reference.device, dtype=dtype)
+        self.medsa_adapter[adapter_name] = adapter
+        self.medsa_scaling[adapter_name] = float(scaling) if self.role == "mlp" else 1.0
+        self.set_adapter(self.active_adapters)
+
+    # -- merging is impossible for nonlinear adapters -------------------------------------------------------------
+    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
+        raise ValueError(MERGE_ERROR)
+
+    def unmerge(self) -> None:
+        raise ValueError(MERGE_ERROR)
+
+    # -- forward --------------------------------------------------------------------------------------------------
+    def _adapter_output(self, name: str, hidden_states: torch.Tensor) -> torch.Tensor:
+        adapter = self.medsa_adapter[name]
+        dtype = adapter.down.weight.dtype
+        out = adapter(hidden_states.to(dtype)) * self.medsa_scaling[name]
+        return out.to(hidden_states.dtype)
+
+    def adapter_delta(self, hidden_states: torch.Tensor, adapter_names: list[str] | None = None) -> torch.Tensor:
+        """Sum of the active adapters' (scaled) outputs on ``hidden_states`` (..., d); zeros when none applies.
+
+        With ``adapter_names`` (one per sample), each sample's rows go through its own adapter only.
+        """
+        if adapter_names is None:
+            names = [a for a in self.active_adapters if a in self.medsa_adapter]
+            delta = torch.zeros_like(hidden_states)
+            for name in names:
+                delta = delta + self._adapter_output(name, hidden_states)
+            return delta
+        per = rows_per_sample(hidden_states, adapter_names)
+        row_names = [name for name in adapter_names for _ in range(per)]
+        delta = torch.zeros_like(hidden_states)
+        for name in dict.fromkeys(adapter_names):
+            if name == BASE_ADAPTER_NAME or name not in self.medsa_adapter:
+                continue
+            index = torch.tensor([i for i, n in enumerate(row_names) if n == name], device=hidden_states.device)
+            delta = delta.index_put((index,), self._adapter_output(name, hidden_states[index]))
+        return delta
+
+    def _adapters_apply(self, adapter_names: list[str] | None) -> bool:
+        if self.disable_adapters:
+            return False
+        if adapter_names is not None:
+            return any(n in self.medsa_adapter for n in adapter_names)
+        return any(a in self.medsa_adapter for a in self.active_adapters)
+
+    def forward(self, *args: Any, adapter_names: list[str] | None = None, **kwargs: Any) -> Any:
+        if not self._adapters_apply(adapter_names):
+            return self.base_layer(*args, **kwargs)
+        if self.role == "attn":
+            output = self.base_layer(*args, **kwargs)
+            hidden_states = output[0] if isinstance(output, tuple) else output
+            hidden_states = hidden_states + self.adapter_delta(hidden_states, adapter_names)
+            return (hidden_states, *output[1:]) if isinstance(output, tuple) else hidden_states
+        # "mlp" and "norm" wrap modules called with one positional tensor
+        if args:
+            hidden_states, rest = args[0], args[1:]
+        else:
+            key = next(iter(kwargs))
+            hidden_states, rest = kwargs.pop(key), ()
+        if self.role == "mlp":
+            input_norm = getattr(self.base_layer, "norm", None)
+            normed = input_norm(hidden_states) if isinstance(input_norm, nn.Module) else hidden_states
+            return self.base_layer(hidden_states, *rest, **kwargs) + self.adapter_delta(normed, adapter_names)
+        hidden_states = hidden_states + self.adapter_delta(hidden_states, adapter_names)
+        return self.base_layer(hidden_states, *rest, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"medsa[{self.role}]." + super().__repr__()

@@ -1,0 +1,219 @@
+"""MedSAModel: the PEFT tuner that places Med-SA adapters in a SAM-like model.
+
+Paper: Wu et al., "Medical SAM Adapter: Adapting Segment Anything Model for Medical Image Segmentation", Medical
+Image Analysis (https://arxiv.org/abs/2304.12620).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from functools import partial
+from typing import Any
+
+import torch
+from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
+from torch import nn
+
+from .config import MedSAConfig
+from .layer import BASE_ADAPTER_NAME, MERGE_ERROR, MedSALayer
+from .targets import resolve_targets
+
+# Options a caller may pass to ``PeftModel.forward`` for one call; the tuner hands each to the layers that ask for it
+# (``call_kwargs``) and strips them from the call to the SAM model itself.
+PER_CALL_KWARGS: tuple[str, ...] = ("adapter_names",)
+
+
+def _inject_kwargs_hook(module: nn.Module, args: tuple, kwargs: dict, extra: dict[str, Any]):
+    kwargs.update(extra)
+    return args, kwargs
+
+
+def _strip_kwargs_hook(module: nn.Module, args: tuple, kwargs: dict):
+    return args, {k: v for k, v in kwargs.items() if k not in PER_CALL_KWARGS}
+
+
+class MedSAModel(BaseTuner):
+    """Places Med-SA bottleneck adapters in a SAM-like model's image encoder and mask decoder; SAM stays frozen.
+
+    Example:
+
+        ```py
+        >>> import peft_medsa
+        >>> from peft import get_peft_model
+        >>> from transformers import SamModel
+
+        >>> sam = SamModel.from_pretrained("facebook/sam-vit-base")
+        >>> model = get_peft_model(sam, peft_medsa.MedSAConfig(r=64))
+        >>> model.print_trainable_parameters()
+        >>> outputs = model(pixel_values=pixel_values, input_boxes=boxes, multimask_output=False)
+        ```
+
+    Mixed-adapter batches: ``model(..., adapter_names=["liver", "spleen", "__base__"])`` runs each image through its
+    own adapter (``"__base__"``: no adapter).
+    """
+
+    prefix: str = "medsa_"
+    tuner_layer_cls = MedSALayer
+    target_module_mapping: dict[str, list[str]] = {}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._resolved_targets: dict[int, dict[str, str]] = {}
+        super().__init__(*args, **kwargs)
+
+    # -- where adapters go ----------------------------------------------------------------------------------------
+    def _prepare_adapter_config(self, peft_config: MedSAConfig, model_config: dict) -> MedSAConfig:
+        return peft_config
+
+    def _prepare_model(self, peft_config: MedSAConfig, model: nn.Module) -> None:
+        self._resolved_targets[id(peft_config)] = resolve_targets(model, peft_config)
+
+    def _check_target_module_exists(self, peft_config: MedSAConfig, key: str) -> bool:
+        return key in self._resolved_targets.get(id(peft_config), {})
+
+    def _create_and_replace(
+        self,
+        peft_config: MedSAConfig,
+        adapter_name: str,
+        target: nn.Module,
+        target_name: str,
+        parent: nn.Module,
+        current_key: str,
+        **optional_kwargs: Any,
+    ) -> None:
+        role = self._resolved_targets[id(peft_config)][current_key]
+        kwargs = {
+            "r": peft_config.r,
+            "scaling": peft_config.scaling,
+            "activation": peft_config.activation,
+            "init_weights": peft_config.init_weights,
+        }
+        if isinstance(target, MedSALayer):
+            target.update_layer(adapter_name, **kwargs)
+            return
+        new_module = MedSALayer(target, adapter_name, role=role, **kwargs)
+        if adapter_name not in self.active_adapters:
+            new_module.requires_grad_(False)
+        self._replace_module(parent, target_name, new_module, target)
+
+    def _replace_module(self, parent: nn.Module, child_name: str, new_module: nn.Module, child: nn.Module) -> None:
+        # The wrapped SAM modules (attention, MLP) have no `.weight`, so BaseTuner's weight copying does not apply:
+        # the wrapper keeps the original module as `base_layer` and unloading puts that very module back.
+        setattr(parent, child_name, new_module)
+
+    # -- merging is impossible --------------------------------------------------------------------------------------
+    def _check_merge_allowed(self) -> None:
+        raise ValueError(MERGE_ERROR)
+
+    def merge_adapter(self, *args: Any, **kwargs: Any) -> None:
+        raise ValueError(MERGE_ERROR)
+
+    # -- per-call options -------------------------------------------------------------------------------------------
+    def _check_adapter_names(self, adapter_names: Any) -> list[str]:
+        if isinstance(adapter_names, str) or not all(isinstance(n, str) for n in adapter_names):
+            raise ValueError(f"adapter_names must be a list of adapter names, one per image; got {adapter_names!r}")
+        known = set(self.peft_config)
+        unknown = sorted({n for n in adapter_names if n != BASE_ADAPTER_NAME and n not in known})
+        if unknown:
+            raise ValueError(
+                f"adapter_names has unknown adapter(s) {unknown}; loaded adapters: {sorted(known)} "
+                f"(or '{BASE_ADAPTER_NAME}' for the base model)"
+            )
+        return list(adapter_names)
+
+    @contextmanager
+    def _enable_peft_forward_hooks(self, *args: Any, **kwargs: Any):
+        """Routes per-call options to the tuner layers for the duration of one forward.
+
+        ``adapter_names`` (one per image) and the other names in ``PER_CALL_KWARGS`` are taken out of the call to the
+        SAM model and given to every tuner layer whose ``call_kwargs`` lists them.
+        """
+        options = {k: kwargs[k] for k in PER_CALL_KWARGS if kwargs.get(k) is not None}
+        if not options:
+            yield
+            return
+        if "adapter_names" in options:
+            options["adapter_names"] = self._check_adapter_names(options["adapter_names"])
+        handles = [self.model.register_forward_pre_hook(_strip_kwargs_hook, with_kwargs=True)]
+        for module in self.model.modules():
+            wanted = {k: v for k, v in options.items() if k in getattr(module, "call_kwargs", ())}
+            if wanted:
+                hook = partial(_inject_kwargs_hook, extra=wanted)
+                handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    # -- saving and loading -------------------------------------------------------------------------------------------
+    @classmethod
+    def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
+        """``...attn.medsa_adapter.<name>.down.weight`` -> ``...attn.medsa_adapter.down.weight`` (checkpoint key)."""
+        marker = f".medsa_adapter.{adapter_name}."
+        if marker in key:
+            head, _, tail = key.rpartition(marker)
+            return f"{head}.medsa_adapter.{tail}"
+        return super()._remove_adapter_name_from_key(key, adapter_name)
+
+    @classmethod
+    def _remap_adapter_state_dict_for_load(
+        cls, model: nn.Module, config: MedSAConfig, adapter_name: str, state_dict: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Maps checkpoint keys to the model and refuses a checkpoint whose shapes differ, leaving the model as before.
+
+        Raises:
+            ValueError: a tensor of the checkpoint has another shape than the adapter created for it (an adapter
+                saved for another SAM size or rank); the message names the key and both shapes.
+        """
+        remapped = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
+        own = model.state_dict()
+        mismatched = [
+            f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(own[key].shape)}"
+            for key, value in remapped.items()
+            if key in own and tuple(own[key].shape) != tuple(value.shape)
+        ]
+        if mismatched:
+            tuner = model.base_model if hasattr(model, "base_model") else model
+            if isinstance(tuner, MedSAModel):
+                tuner.remove_adapter_completely(adapter_name)
+            more = f" (and {len(mismatched) - 3} more)" if len(mismatched) > 3 else ""
+            raise ValueError(
+                f"adapter '{adapter_name}' does not fit this model (saved for another SAM size or rank?): "
+                + "; ".join(mismatched[:3])
+                + more
+            )
+        return remapped
+
+    def remove_adapter_completely(self, adapter_name: str) -> None:
+        """Removes ``adapter_name`` from every layer; layers left without adapters are replaced by their SAM module.
+
+        Unlike ``delete_adapter`` this also works on the last adapter, restoring the model's original modules.
+        """
+        for name, module in list(self.model.named_modules()):
+            if not isinstance(module, MedSALayer):
+                continue
+            if adapter_name in module.medsa_adapter:
+                del module.medsa_adapter[adapter_name]
+            module.medsa_scaling.pop(adapter_name, None)
+            if len(module.medsa_adapter) == 0:
+                parent_name, _, child_name = name.rpartition(".")
+                parent = self.model.get_submodule(parent_name) if parent_name else self.model
+                setattr(parent, child_name, module.get_base_layer())
+            else:
+                remaining = [a for a in module.active_adapters if a in module.medsa_adapter]
+                module.set_adapter(remaining or list(module.medsa_adapter)[:1])
+        self.peft_config.pop(adapter_name, None)
+        if not self.peft_config and hasattr(self.model, "peft_config"):
+            del self.model.peft_config
+        if self.active_adapter == adapter_name or (
+            isinstance(self.active_adapter, list) and adapter_name in self.active_adapter
+        ):
+            self.active_adapter = next(iter(self.peft_config), adapter_name)
+
+
+def medsa_layers(model: nn.Module) -> list[BaseTunerLayer]:
+    """All Med-SA layers of ``model`` (a PeftModel, a tuner or a SamModel with injected adapters)."""
+    return [m for m in model.modules() if isinstance(m, MedSALayer)]
+
+
+__all__ = ["MedSAModel", "medsa_layers"]
