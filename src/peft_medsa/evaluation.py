@@ -1,0 +1,348 @@
+"""The evaluation protocol of the Med-SA paper (section 4.2, Tables 1-4 and 10): prompted segmentation, repeated.
+
+For every case and every class (organ) present in its ground truth, a prompt is simulated on the ground-truth mask
+(:func:`peft_medsa.prompts.make_prompt`), the model predicts a mask from image + prompt, and Dice, IoU and HD95
+are computed (:mod:`peft_medsa.metrics`). This is repeated ``repeats`` times with seeds ``seed, seed + 1, ...``
+so that each repeat sees different random prompts; the summary reports, per class, the mean over cases for each
+repeat, then the mean and the (population, ``ddof=0``) standard deviation of those means over the repeats.
+
+- 2D samples: ``image`` ``(H, W, 3)`` (or ``(H, W)``), ``mask`` ``(H, W)`` binary or a label map, ``case_id``,
+  optional ``spacing`` ``(sy, sx)`` (HD95 in pixels when absent).
+- 3D samples: ``image`` ``(D, H, W)``, ``label`` (or ``mask``) ``(D, H, W)`` int, ``spacing`` ``(sz, sy, sx)``
+  mm. Each axial slice containing the class gets its own prompt and 2D prediction; slices without the class are
+  predicted empty (no prompt can be placed there); Dice / IoU / HD95 are computed on the whole 3D volume in mm.
+- Classes absent from a case's ground truth are not evaluated for that case (no row).
+- Prompts are computed on the mask as given (original image space); :func:`sam_predict_fn` maps them into the
+  model input space.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .metrics import METRIC_NAMES, compute_dice, compute_hd95, compute_iou
+from .prompts import Prompt, make_prompt, slice_prompts
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "EvaluationResult",
+    "PredictFn",
+    "evaluate_model",
+    "sam_predict_fn",
+]
+
+PredictFn = Callable[[np.ndarray, Prompt], np.ndarray]
+"""``predict_fn(image (H, W[, 3]), prompt in image pixel coordinates) -> (H, W) bool mask``."""
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CSV_COLUMNS = ("case_id", "class", "repeat", "seed", "dice", "iou", "hd95")
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    array = np.asarray(values, dtype=np.float64)
+    array = array[~np.isnan(array)]
+    return float(array.mean()) if array.size else math.nan
+
+
+@dataclass
+class EvaluationResult:
+    """Per-case scores of one prompt setting over several repeats.
+
+    Args:
+        setting: The prompt setting (``"1pt"``, ``"bbox0.75"``, ...).
+        seeds: The seed of each repeat.
+        records: One row per case, class and repeat with the keys of ``CSV_COLUMNS``.
+    """
+
+    setting: str
+    seeds: list[int]
+    records: list[dict] = field(default_factory=list)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Classes in order of first appearance."""
+        return list(dict.fromkeys(r["class"] for r in self.records))
+
+    def summary(self) -> list[dict]:
+        """Per-class table plus an ``"average"`` row (mean over classes), as the paper's tables.
+
+        For each class and repeat, each metric is averaged over cases (NaN skipped, ``inf`` kept); the row holds the
+        mean and population std of these per-repeat means: keys ``class``, ``n_cases``, ``<metric>_mean``,
+        ``<metric>_std`` for ``dice``, ``iou``, ``hd95``. The average row averages the class means per repeat.
+        An HD95 of ``inf`` (an organ predicted empty) makes that class's HD95 mean ``inf`` and its std NaN.
+
+        Returns:
+            A list of dicts, one per class, then the average row.
+        """
+        per_repeat: dict[str, dict[str, list[float]]] = {}
+        rows = []
+        for name in self.class_names:
+            records = [r for r in self.records if r["class"] == name]
+            per_repeat[name] = {
+                metric: [_nanmean([r[metric] for r in records if r["repeat"] == k]) for k in range(len(self.seeds))]
+                for metric in METRIC_NAMES
+            }
+            rows.append(self._row(name, len({r["case_id"] for r in records}), per_repeat[name]))
+        if rows:
+            average = {
+                metric: [_nanmean([per_repeat[c][metric][k] for c in per_repeat]) for k in range(len(self.seeds))]
+                for metric in METRIC_NAMES
+            }
+            rows.append(self._row("average", len({r["case_id"] for r in self.records}), average))
+        return rows
+
+    @staticmethod
+    def _row(name: str, n_cases: int, per_repeat: dict[str, list[float]]) -> dict:
+        row: dict = {"class": name, "n_cases": n_cases}
+        for metric, values in per_repeat.items():
+            array = np.asarray(values, dtype=np.float64)
+            with np.errstate(invalid="ignore"):
+                row[f"{metric}_mean"] = float(array.mean())
+                row[f"{metric}_std"] = float(array.std())
+        return row
+
+    def to_markdown(self, percent: bool = True, digits: int = 2) -> str:
+        """Summary as a Markdown table with ``mean ± std`` cells (Dice and IoU in % when ``percent``)."""
+        scale = {"dice": 100.0 if percent else 1.0, "iou": 100.0 if percent else 1.0, "hd95": 1.0}
+        unit = " (%)" if percent else ""
+        lines = [
+            f"| class | n | Dice{unit} | IoU{unit} | HD95 |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for row in self.summary():
+            cells = [
+                f"{row[f'{m}_mean'] * scale[m]:.{digits}f} ± {row[f'{m}_std'] * scale[m]:.{digits}f}"
+                for m in METRIC_NAMES
+            ]
+            lines.append(f"| {row['class']} | {row['n_cases']} | " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+    def write_csv(self, path: str | Path) -> Path:
+        """Writes the per-case rows (``case_id, class, repeat, seed, dice, iou, hd95``) to ``path``."""
+        return _write(path, CSV_COLUMNS, self.records)
+
+    def write_summary_csv(self, path: str | Path) -> Path:
+        """Writes :meth:`summary` to ``path``."""
+        columns = ["class", "n_cases"] + [f"{m}_{s}" for m in METRIC_NAMES for s in ("mean", "std")]
+        return _write(path, columns, self.summary())
+
+
+def _write(path: str | Path, columns: Sequence[str], rows: list[dict]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _classes(mask: np.ndarray, label_names: Mapping[int, str] | Sequence[str] | None) -> dict[int, str]:
+    """Label value -> class name; label 0 is background and never evaluated."""
+    if label_names is None:
+        values = [int(v) for v in np.unique(mask) if v != 0]
+        if set(values) <= {1}:
+            return {1: "foreground"}
+        return {v: str(v) for v in values}
+    if isinstance(label_names, Mapping):
+        items = ((int(k), str(v)) for k, v in label_names.items())
+    else:
+        items = ((i, str(name)) for i, name in enumerate(label_names))
+    return {k: v for k, v in items if k != 0}
+
+
+def _check_prediction(pred: np.ndarray, shape: tuple[int, ...], case_id: str) -> np.ndarray:
+    pred = np.asarray(pred)
+    if pred.shape != shape:
+        raise ValueError(f"predict_fn returned shape {pred.shape} for case {case_id!r}, expected {shape}")
+    return pred.astype(bool)
+
+
+def _predict_case(
+    predict_fn: PredictFn, image: np.ndarray, target: np.ndarray, setting: str, rng: np.random.Generator, case_id: str
+) -> np.ndarray:
+    if target.ndim == 2:
+        return _check_prediction(predict_fn(image, make_prompt(target, setting, rng, case_id)), target.shape, case_id)
+    prompts = slice_prompts(target, setting, rng, case_id=case_id)
+    pred = np.zeros(target.shape, dtype=bool)
+    for z in prompts.slice_indices:
+        pred[z] = _check_prediction(predict_fn(image[z], prompts.prompts[z]), target.shape[1:], case_id)
+    return pred
+
+
+def evaluate_model(
+    predict_fn: PredictFn,
+    samples: Iterable[Mapping],
+    setting: str,
+    repeats: int = 5,
+    seed: int = 0,
+    label_names: Mapping[int, str] | Sequence[str] | None = None,
+    show_progress: bool = True,
+) -> EvaluationResult:
+    """Runs the prompted evaluation protocol (module docstring) and collects per-case scores.
+
+    Args:
+        predict_fn: ``predict_fn(image, prompt) -> (H, W) bool`` with the prompt in the image's pixel coordinates,
+            e.g. :func:`sam_predict_fn`. For 3D samples it is called on each prompted slice ``image[z]``.
+        samples: Sample dicts (2D or 3D schema, module docstring); iterated once, so a generator works.
+        setting: Prompt setting of :func:`peft_medsa.prompts.make_prompt` (``"1pt"``, ``"3pt"``, ``"bbox0.5"``,
+            ``"bbox0.75"``, ``"bbox"``).
+        repeats: Number of repeats with different random prompts (the paper uses 5).
+        seed: Non-negative seed of the first repeat; repeat ``k`` uses ``seed + k``. The prompt generator of a case
+            is seeded by ``(seed + k, crc32(case_id), label)``, so it does not depend on the sample order.
+        label_names: Class names of label maps: a sequence indexed by label value, or ``{value: name}``; label 0 is
+            background. Overrides a sample's ``label_names``. Without either, a binary mask is one class
+            ``"foreground"`` and other label maps use their non-zero values as names.
+        show_progress: Show a tqdm progress bar over samples.
+
+    Returns:
+        The :class:`EvaluationResult` with one record per case, present class and repeat.
+
+    Raises:
+        ValueError: If a sample lacks a mask, or ``predict_fn`` returns a mask of the wrong shape.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    seeds = [seed + k for k in range(repeats)]
+    result = EvaluationResult(setting=setting, seeds=seeds)
+    total = len(samples) if hasattr(samples, "__len__") else None
+    for index, sample in enumerate(tqdm(samples, total=total, desc=f"evaluate {setting}", disable=not show_progress)):
+        case_id = str(sample.get("case_id", f"case_{index}"))
+        mask = sample.get("mask", sample.get("label"))
+        if mask is None:
+            raise ValueError(f"sample {case_id!r} has neither 'mask' nor 'label'")
+        mask = np.asarray(mask)
+        image = np.asarray(sample["image"])
+        spacing = sample.get("spacing")
+        names = label_names if label_names is not None else sample.get("label_names")
+        for label, name in _classes(mask, names).items():
+            target = mask == label
+            if not target.any():
+                continue
+            for k, repeat_seed in enumerate(seeds):
+                rng = np.random.default_rng([repeat_seed, zlib.crc32(case_id.encode()), label])
+                pred = _predict_case(predict_fn, image, target, setting, rng, case_id)
+                result.records.append(
+                    {
+                        "case_id": case_id,
+                        "class": name,
+                        "repeat": k,
+                        "seed": repeat_seed,
+                        "dice": compute_dice(pred, target),
+                        "iou": compute_iou(pred, target),
+                        "hd95": compute_hd95(pred, target, spacing=spacing),
+                    }
+                )
+    return result
+
+
+def _input_size(model: torch.nn.Module) -> int:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = base.config
+    vision = getattr(config, "vision_config", None)
+    size = getattr(vision, "image_size", None) or config.prompt_encoder_config.image_size
+    if isinstance(size, (list, tuple)):
+        if len(set(size)) != 1:
+            raise ValueError(f"sam_predict_fn needs a square model input, got image_size={size}")
+        size = size[0]
+    return int(size)
+
+
+def _resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """Shape after resizing the long side to ``size`` (SAM's ``ResizeLongestSide.get_preprocess_shape``)."""
+    scale = size / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def _preprocess(
+    image: np.ndarray, size: int, normalize: str | None, mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
+    """``(H, W[, C])`` image -> ``(1, 3, size, size)`` float32: resize long side, normalise, zero-pad bottom/right."""
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    integer = np.issubdtype(array.dtype, np.integer)
+    pixels = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1)[None]
+    new_h, new_w = _resized_shape(array.shape[0], array.shape[1], size)
+    pixels = F.interpolate(pixels, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
+    if normalize == "imagenet":
+        pixels = pixels / 255.0 if integer else pixels
+        pixels = (pixels - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    elif normalize == "minmax":
+        pixels = (pixels - pixels.min()) / (pixels.max() - pixels.min()).clamp_min(1e-8)
+    elif normalize is not None:
+        raise ValueError(f"normalize must be 'imagenet', 'minmax' or None, got {normalize!r}")
+    return F.pad(pixels, (0, size - new_w, 0, size - new_h))
+
+
+def sam_predict_fn(
+    model: torch.nn.Module,
+    processor_like_preprocess: Callable[[np.ndarray], torch.Tensor] | None = None,
+    device: torch.device | str = "cpu",
+    normalize: str | None = "imagenet",
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> PredictFn:
+    """Turns a ``SamModel`` (or a ``PeftModel`` wrapping one) into a :data:`PredictFn` for :func:`evaluate_model`.
+
+    Per call, with ``S = model.config.vision_config.image_size`` (else ``prompt_encoder_config.image_size``):
+
+    1. Image ``(H, W[, C])`` -> long side resized to ``S`` (bilinear, antialiased), normalised, zero-padded at the
+       bottom/right to ``(1, 3, S, S)``. Grey images are repeated to 3 channels.
+    2. The prompt is scaled by ``(new_w / W, new_h / H)`` into that input space.
+    3. ``model(pixel_values, input_points, input_labels, input_boxes, multimask_output=False)``; ``pred_masks``
+       ``(1, 1, 1, h, w)`` logits are upsampled to ``(S, S)``, the padding is cropped, the rest is resized to
+       ``(H, W)`` (bilinear) and thresholded at 0.
+
+    The model must already be on ``device`` and in eval mode; inference runs under ``torch.no_grad()``.
+
+    Args:
+        model: The SAM model.
+        processor_like_preprocess: Optional replacement for step 1: ``image -> pixel_values (1, 3, S, S)`` with the
+            same geometry (long side to ``S``, padding at the bottom/right), e.g. a wrapped ``SamProcessor``.
+        device: Device of the model inputs.
+        normalize: ``"imagenet"``: ``(x - mean) / std`` on [0, 1] pixels (integer images are divided by 255, float
+            images are taken to be in [0, 1]); ``"minmax"``: ``(x - min) / (max - min)`` per image, as MedSAM;
+            ``None``: pixels unchanged.
+        mean: Channel means for ``"imagenet"``.
+        std: Channel standard deviations for ``"imagenet"``.
+
+    Returns:
+        ``predict_fn(image, prompt) -> (H, W) bool``.
+    """
+    size = _input_size(model)
+    dtype = next(model.parameters()).dtype
+
+    @torch.no_grad()
+    def predict(image: np.ndarray, prompt: Prompt) -> np.ndarray:
+        height, width = np.asarray(image).shape[:2]
+        new_h, new_w = _resized_shape(height, width, size)
+        if processor_like_preprocess is not None:
+            pixel_values = torch.as_tensor(processor_like_preprocess(image))
+            pixel_values = pixel_values[None] if pixel_values.ndim == 3 else pixel_values
+        else:
+            pixel_values = _preprocess(image, size, normalize, mean, std)
+        prompt_inputs = prompt.scale(new_w / width, new_h / height).to_sam_inputs(device)
+        outputs = model(
+            pixel_values=pixel_values.to(device=device, dtype=dtype), **prompt_inputs, multimask_output=False
+        )
+        logits = outputs.pred_masks[:, 0, :1].float()
+        logits = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
+        logits = F.interpolate(logits[..., :new_h, :new_w], size=(height, width), mode="bilinear", align_corners=False)
+        return (logits[0, 0] > 0).cpu().numpy()
+
+    return predict
