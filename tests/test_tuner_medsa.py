@@ -14,6 +14,7 @@ from transformers import SamModel
 
 import peft_medsa
 from peft_medsa import MedSAConfig
+from peft_medsa.tuners.hyp.layer import HyperPromptLayer
 from peft_medsa.tuners.medsa.layer import MedSALayer
 
 from conftest import tiny_inputs, tiny_sam
@@ -60,8 +61,10 @@ def test_adapter_placement_and_roles(sam):
         "vision_encoder.layers.0.mlp": "mlp",
         "vision_encoder.layers.1.attn": "attn",
         "vision_encoder.layers.1.mlp": "mlp",
+        "mask_decoder.transformer.layers.0.layer_norm2": "hyper",
         "mask_decoder.transformer.layers.0.mlp": "mlp",
         "mask_decoder.transformer.layers.0.layer_norm4": "norm",
+        "mask_decoder.transformer.layers.1.layer_norm2": "hyper",
         "mask_decoder.transformer.layers.1.mlp": "mlp",
         "mask_decoder.transformer.layers.1.layer_norm4": "norm",
     }
@@ -110,7 +113,9 @@ def test_only_adapters_trainable(sam):
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(".medsa_adapter.default." in n for n in trainable)
     n_adapters = len([m for m in model.modules() if isinstance(m, MedSALayer)])
-    assert len(trainable) == 4 * n_adapters  # down/up weight and bias each
+    n_hyper = len([m for m in model.modules() if isinstance(m, HyperPromptLayer)])
+    # down/up weight and bias each; HyP-Adpt also the prompt projection and three 2-layer weight generators
+    assert len(trainable) == 4 * (n_adapters - n_hyper) + (4 + 2 + 3 * 4) * n_hyper
 
 
 def test_disable_adapter_equals_base():

@@ -10,6 +10,8 @@ from peft.utils import PeftType
 from ..adapter import ACTIVATIONS
 
 ENCODER_POSITIONS = ("attn", "mlp")
+SD_FUSIONS = ("add", "concat", "cross_attention")  # SD-Trans fusion of depth and space branches (Table 8)
+PROMPT_CONDITIONINGS = ("hyper", "add", "concat", "none")  # first decoder adapter: how the prompt enters (Table 5)
 
 
 @dataclass
@@ -18,7 +20,8 @@ class MedSAConfig(PeftConfig):
 
     Encoder: in every block (or those in ``encoder_layers``) an adapter after multi-head attention in the main branch
     (``"attn"``) and one parallel to the MLP, scaled by ``scaling`` (``"mlp"``). Decoder (``decoder_adapters``): in
-    every two-way block, an adapter parallel to the MLP (scaled by ``scaling``) and one after the residual connection
+    every two-way block, a prompt-conditioned adapter (HyP-Adpt, ``prompt_conditioning``) after the token-to-image
+    cross-attention, an adapter parallel to the MLP (scaled by ``scaling``) and one after the residual connection
     of the image-to-token cross-attention, followed by another residual connection and the block's layer norm.
 
     Args:
@@ -27,7 +30,10 @@ class MedSAConfig(PeftConfig):
         activation: activation inside the adapters, ``"relu"`` (paper) or ``"gelu"``.
         encoder_layers: indices of the image-encoder blocks that get adapters; ``None`` means all (Table 7b).
         encoder_positions: which encoder adapters to place, a subset of ``("attn", "mlp")`` (Table 6).
-        decoder_adapters: place the MLP-branch and post-cross-attention adapters in the mask decoder.
+        decoder_adapters: place the three decoder adapters (HyP-Adpt slot, MLP branch, post-cross-attention).
+        prompt_conditioning: how the first decoder adapter uses the prompt (section 4, Table 5): ``"hyper"``
+            (HyP-Adpt, default), ``"add"``, ``"concat"``, or ``"none"`` (a plain adapter there). With a prompt-
+            conditioned adapter every call needs a point or box prompt.
         init_weights: ``True`` zero-initialises the up-projections so that the model equals SAM at init; ``False``
             initialises them randomly (for tests).
         target_modules: override of the modules to adapt, for SAM-like models with other module names: a regex
@@ -36,6 +42,11 @@ class MedSAConfig(PeftConfig):
             output, ``LayerNorm`` modules a residual adapter before the norm, anything else (MLPs) a parallel
             adapter scaled by ``scaling``.
         modules_to_save: other modules to train and save fully (e.g. ``["iou_prediction_head"]``).
+        sd_trans: SD-Trans (section 3.3, Fig. 1c): in every adapted encoder block, a depth branch that attends across
+            the slices of a volume with the block's attention weights, through a zero-initialised depth adapter. Call
+            the model with ``num_slices=D`` on volume-major slices. Needs ``"attn"`` in ``encoder_positions``.
+        sd_fusion: how the depth branch joins the space branch: ``"add"`` (paper), ``"concat"`` or
+            ``"cross_attention"`` (Table 8).
     """
 
     r: int = field(default=64, metadata={"help": "Bottleneck width of every adapter (Table 7a: 64)."})
@@ -54,6 +65,10 @@ class MedSAConfig(PeftConfig):
         default=True,
         metadata={"help": "Adapters in the mask decoder: MLP branch and after the image-to-token cross-attention."},
     )
+    prompt_conditioning: str = field(
+        default="hyper",
+        metadata={"help": "First decoder adapter: 'hyper' (HyP-Adpt), 'add', 'concat' or 'none' (Table 5)."},
+    )
     init_weights: bool = field(
         default=True, metadata={"help": "Zero-init the up-projections so that the model equals SAM at init."}
     )
@@ -63,6 +78,13 @@ class MedSAConfig(PeftConfig):
     )
     modules_to_save: list[str] | None = field(
         default=None, metadata={"help": "Other modules to train and save fully."}
+    )
+    sd_trans: bool = field(
+        default=False,
+        metadata={"help": "SD-Trans: depth attention across slices sharing the encoder's attention weights (3D)."},
+    )
+    sd_fusion: str = field(
+        default="add", metadata={"help": "SD-Trans fusion: 'add' (paper), 'concat' or 'cross_attention' (Table 8)."}
     )
 
     def __post_init__(self) -> None:
@@ -93,3 +115,19 @@ class MedSAConfig(PeftConfig):
             self.encoder_layers = sorted(set(layers))
         if isinstance(self.target_modules, (list, tuple, set)):
             self.target_modules = sorted(set(self.target_modules))
+        if self.prompt_conditioning not in PROMPT_CONDITIONINGS:
+            raise ValueError(
+                f"MedSAConfig.prompt_conditioning={self.prompt_conditioning!r} is not supported; allowed: "
+                f"{list(PROMPT_CONDITIONINGS)}"
+            )
+        if not isinstance(self.sd_trans, bool):
+            raise ValueError(f"{type(self).__name__}.sd_trans must be True or False, got sd_trans={self.sd_trans!r}")
+        if self.sd_fusion not in SD_FUSIONS:
+            raise ValueError(
+                f"{type(self).__name__}.sd_fusion={self.sd_fusion!r} is not supported; allowed: {list(SD_FUSIONS)}"
+            )
+        if self.sd_trans and "attn" not in self.encoder_positions and self.target_modules is None:
+            raise ValueError(
+                f"{type(self).__name__}.sd_trans=True puts the depth branch on the encoder attention: "
+                f"encoder_positions must include 'attn', got {self.encoder_positions}"
+            )

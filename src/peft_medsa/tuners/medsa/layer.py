@@ -142,11 +142,12 @@ class MedSALayer(nn.Module, BaseTunerLayer):
         With ``adapter_names`` (one per sample), each sample's rows go through its own adapter only.
         """
         if adapter_names is None:
-            names = [a for a in self.active_adapters if a in self.medsa_adapter]
-            delta = torch.zeros_like(hidden_states)
-            for name in names:
-                delta = delta + self._adapter_output(name, hidden_states)
-            return delta
+            delta = None
+            for name in self.active_adapters:
+                if name in self.medsa_adapter:
+                    out = self._adapter_output(name, hidden_states)
+                    delta = out if delta is None else delta + out
+            return torch.zeros_like(hidden_states) if delta is None else delta
         per = rows_per_sample(hidden_states, adapter_names)
         row_names = [name for name in adapter_names for _ in range(per)]
         delta = torch.zeros_like(hidden_states)

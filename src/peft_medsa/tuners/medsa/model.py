@@ -20,7 +20,7 @@ from .targets import resolve_targets
 
 # Options a caller may pass to ``PeftModel.forward`` for one call; the tuner hands each to the layers that ask for it
 # (``call_kwargs``) and strips them from the call to the SAM model itself.
-PER_CALL_KWARGS: tuple[str, ...] = ("adapter_names",)
+PER_CALL_KWARGS: tuple[str, ...] = ("adapter_names", "num_slices")
 
 
 def _inject_kwargs_hook(module: nn.Module, args: tuple, kwargs: dict, extra: dict[str, Any]):
@@ -81,16 +81,36 @@ class MedSAModel(BaseTuner):
         **optional_kwargs: Any,
     ) -> None:
         role = self._resolved_targets[id(peft_config)][current_key]
+        if role == "hyper":  # HyP-Adpt slot (first decoder adapter)
+            from ..hyp.layer import create_or_update_hyper_layer  # lazy: tuners/hyp imports this module
+
+            new_module = create_or_update_hyper_layer(
+                self.model, peft_config, adapter_name, target, parent, current_key
+            )
+            if new_module is not None:
+                if adapter_name not in self.active_adapters:
+                    new_module.requires_grad_(False)
+                self._replace_module(parent, target_name, new_module, target)
+            return
         kwargs = {
             "r": peft_config.r,
             "scaling": peft_config.scaling,
             "activation": peft_config.activation,
             "init_weights": peft_config.init_weights,
         }
+        layer_cls = MedSALayer
+        if getattr(peft_config, "sd_trans", False) and role == "attn" and "vision_encoder" in current_key.split("."):
+            from ..sd_trans.space_depth_attention import SpaceDepthAttention  # lazy: sd_trans imports this module
+
+            layer_cls, kwargs["sd_fusion"] = SpaceDepthAttention, peft_config.sd_fusion
+            if isinstance(target, MedSALayer) and not isinstance(target, SpaceDepthAttention):
+                raise ValueError(
+                    f"{current_key} already holds 2D Med-SA adapters; add the SD-Trans (sd_trans=True) adapter first"
+                )
         if isinstance(target, MedSALayer):
             target.update_layer(adapter_name, **kwargs)
             return
-        new_module = MedSALayer(target, adapter_name, role=role, **kwargs)
+        new_module = layer_cls(target, adapter_name, role=role, **kwargs)
         if adapter_name not in self.active_adapters:
             new_module.requires_grad_(False)
         self._replace_module(parent, target_name, new_module, target)
@@ -99,6 +119,8 @@ class MedSAModel(BaseTuner):
         # The wrapped SAM modules (attention, MLP) have no `.weight`, so BaseTuner's weight copying does not apply:
         # the wrapper keeps the original module as `base_layer` and unloading puts that very module back.
         setattr(parent, child_name, new_module)
+        if new_module is not child and hasattr(child, "detach_prompt_hooks"):  # HyP-Adpt hooks on the decoder block
+            child.detach_prompt_hooks()
 
     # -- merging is impossible --------------------------------------------------------------------------------------
     def _check_merge_allowed(self) -> None:
@@ -127,12 +149,18 @@ class MedSAModel(BaseTuner):
         ``adapter_names`` (one per image) and the other names in ``PER_CALL_KWARGS`` are taken out of the call to the
         SAM model and given to every tuner layer whose ``call_kwargs`` lists them.
         """
+        self._check_prompts(args, kwargs)
         options = {k: kwargs[k] for k in PER_CALL_KWARGS if kwargs.get(k) is not None}
         if not options:
             yield
             return
         if "adapter_names" in options:
             options["adapter_names"] = self._check_adapter_names(options["adapter_names"])
+        if "num_slices" in options:  # SD-Trans: slices per volume -> VolumeLayout, after checking the call
+            from ..sd_trans.layout import volume_layout
+
+            call = {"pixel_values": args[0], **kwargs} if args else kwargs
+            options["num_slices"] = volume_layout(options["num_slices"], call)
         handles = [self.model.register_forward_pre_hook(_strip_kwargs_hook, with_kwargs=True)]
         for module in self.model.modules():
             wanted = {k: v for k, v in options.items() if k in getattr(module, "call_kwargs", ())}
@@ -145,14 +173,23 @@ class MedSAModel(BaseTuner):
             for handle in handles:
                 handle.remove()
 
+    def _check_prompts(self, args: tuple, kwargs: dict) -> None:
+        """Rejects malformed prompts of the SamModel call (``peft_medsa.prompt_checks``); with an active HyP-Adpt,
+        also a call without a point or box prompt."""
+        from ...prompt_checks import check_call_prompts, model_input_size
+
+        require = any(getattr(m, "requires_prompt", lambda: False)() for m in self.model.modules())
+        check_call_prompts(args, kwargs, model_input_size(self.model), require_prompt=require)
+
     # -- saving and loading -------------------------------------------------------------------------------------------
     @classmethod
     def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
         """``...attn.medsa_adapter.<name>.down.weight`` -> ``...attn.medsa_adapter.down.weight`` (checkpoint key)."""
-        marker = f".medsa_adapter.{adapter_name}."
-        if marker in key:
-            head, _, tail = key.rpartition(marker)
-            return f"{head}.medsa_adapter.{tail}"
+        for container in ("medsa_adapter", "medsa_depth_adapter", "medsa_depth_fusion"):
+            marker = f".{container}.{adapter_name}."
+            if marker in key:
+                head, _, tail = key.rpartition(marker)
+                return f"{head}.{container}.{tail}"
         return super()._remove_adapter_name_from_key(key, adapter_name)
 
     @classmethod
@@ -198,7 +235,7 @@ class MedSAModel(BaseTuner):
             if len(module.medsa_adapter) == 0:
                 parent_name, _, child_name = name.rpartition(".")
                 parent = self.model.get_submodule(parent_name) if parent_name else self.model
-                setattr(parent, child_name, module.get_base_layer())
+                self._replace_module(parent, child_name, module.get_base_layer(), module)
             else:
                 remaining = [a for a in module.active_adapters if a in module.medsa_adapter]
                 module.set_adapter(remaining or list(module.medsa_adapter)[:1])

@@ -6,7 +6,9 @@ Default placement (``MedSAConfig.target_modules is None``):
   ``vision_encoder.layers.N.attn``; TinyViT: ``vision_encoder.layers.S.blocks.M.attn``), numbered in module order
   0, 1, 2, ...; that block's sibling ``mlp`` is its MLP. ``encoder_layers`` selects blocks by that number and
   ``encoder_positions`` selects ``"attn"`` and/or ``"mlp"``.
-- mask decoder (``decoder_adapters``): ``mask_decoder.transformer.layers.N.mlp`` (role ``"mlp"``) and
+- mask decoder (``decoder_adapters``): ``mask_decoder.transformer.layers.N.layer_norm2`` (role ``"hyper"``: the
+  HyP-Adpt slot after the token-to-image cross-attention, see ``tuners/hyp/layer.py``),
+  ``mask_decoder.transformer.layers.N.mlp`` (role ``"mlp"``) and
   ``mask_decoder.transformer.layers.N.layer_norm4`` (role ``"norm"``: after the image-to-token cross-attention).
 
 With ``target_modules`` set, every module it matches is adapted and its role follows from its type (``infer_role``).
@@ -23,7 +25,7 @@ from .config import MedSAConfig
 DECODER_BLOCKS = "mask_decoder.transformer.layers"
 EXPECTED_MODULES = (
     "'vision_encoder' with per-block 'attn' and 'mlp' modules (e.g. vision_encoder.layers.N.attn / .mlp), and "
-    "'mask_decoder.transformer.layers.N.mlp' / '.layer_norm4'"
+    "'mask_decoder.transformer.layers.N.layer_norm2' / '.mlp' / '.layer_norm4'"
 )
 
 
@@ -98,7 +100,7 @@ def resolve_targets(model: nn.Module, config: MedSAConfig) -> dict[str, str]:
             targets[name] = position
     if config.decoder_adapters:
         for block in decoder:
-            for child, role in (("mlp", "mlp"), ("layer_norm4", "norm")):
+            for child, role in (("layer_norm2", "hyper"), ("mlp", "mlp"), ("layer_norm4", "norm")):
                 if f"{block}.{child}" not in modules:
                     raise ValueError(f"decoder block {block} has no '{child}' module; expected {EXPECTED_MODULES}")
                 targets[f"{block}.{child}"] = role

@@ -1,0 +1,139 @@
+"""Model cards (README.md) for Med-SA adapter folders, rendered from the templates of the top-level ``hub_cards/``.
+
+The canonical template is ``hub_cards/adapter_card.md`` in the repository; the package ships an identical copy as
+package data (``peft_medsa/hub/templates/``, checked equal by the tests) and renders from that copy, so installed
+wheels need no repository checkout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from string import Template
+from typing import Any
+
+TEMPLATE_NAME = "adapter_card.md"
+BASE_TAGS = ("medical-imaging", "med-sa", "segment-anything", "peft", "image-segmentation")
+METRICS = ("dice", "iou", "hd95")
+LICENSES = {"apache-2.0": "the Apache License 2.0", "mit": "the MIT License", "cc-by-4.0": "CC BY 4.0",
+            "cc-by-nc-4.0": "CC BY-NC 4.0"}
+
+
+def load_template(name: str = TEMPLATE_NAME) -> str:
+    """The text of a packaged card template (``peft_medsa/hub/templates/<name>``)."""
+    path = resources.files("peft_medsa.hub").joinpath("templates", name)
+    if not path.is_file():
+        raise FileNotFoundError(f"model card template {name!r} is not packaged in peft_medsa/hub/templates")
+    return path.read_text(encoding="utf-8")
+
+
+def _metadata(base_model: str, datasets: Sequence[str], tags: Sequence[str], license: str) -> str:
+    from huggingface_hub import ModelCardData
+
+    data = ModelCardData(
+        library_name="peft",
+        base_model=base_model,
+        pipeline_tag="mask-generation",
+        license=license,
+        tags=list(dict.fromkeys([*BASE_TAGS, *tags])),
+        datasets=list(datasets) or None,
+        metrics=list(METRICS),
+    )
+    return data.to_yaml().strip()
+
+
+def _adapter_table(peft_model: Any | None, peft_config: Any | None) -> str:
+    if peft_model is not None:
+        peft_config = peft_config or peft_model.peft_config[peft_model.active_adapter]
+    if peft_config is None:
+        return "Med-SA adapters (configuration not recorded)."
+    rows = [("method", "Med-SA (PeftType MEDSA)")]
+    for key in ("r", "scaling", "activation", "encoder_layers", "encoder_positions", "decoder_adapters",
+                "modules_to_save"):
+        if hasattr(peft_config, key):
+            value = getattr(peft_config, key)
+            rows.append((key, "all" if key == "encoder_layers" and value is None else value))
+    if peft_model is not None:
+        trainable = sum(p.numel() for n, p in peft_model.named_parameters() if "medsa_" in n or p.requires_grad)
+        total = sum(p.numel() for p in peft_model.parameters())
+        rows.append(("adapter parameters", f"{trainable:,} of {total:,} ({100 * trainable / max(total, 1):.2f}%)"))
+    return "| setting | value |\n|---|---|\n" + "\n".join(f"| {k} | `{v}` |" for k, v in rows)
+
+
+def render_model_card(
+    *,
+    base_model: str = "facebook/sam-vit-base",
+    task: str = "medical image segmentation",
+    organ: str | None = None,
+    datasets: Sequence[str] = (),
+    tags: Sequence[str] = (),
+    training_data: str | None = None,
+    prompts: str | None = None,
+    training_steps: int | None = None,
+    metrics_markdown: str | None = None,
+    normalize: str = "imagenet",
+    repo_id: str | None = None,
+    license: str = "apache-2.0",
+    peft_model: Any | None = None,
+    peft_config: Any | None = None,
+) -> str:
+    """The README.md of one adapter (one task or organ).
+
+    Args:
+        base_model: Hub id or description of the SamModel the adapter was trained on (YAML ``base_model``).
+        task: The segmentation task, e.g. ``"abdominal organ segmentation on BTCV"``.
+        organ: The organ / structure of a per-organ adapter (also added as a tag).
+        datasets: Hub ids or names of the training data sets (YAML ``datasets``).
+        tags: Extra YAML tags (``medical-imaging`` and ``med-sa`` are always present).
+        training_data: One line on the training data (cases, split, preprocessing).
+        prompts: One line on the training prompts.
+        training_steps: Optimizer steps.
+        metrics_markdown: Table of results (e.g. ``EvaluationResult.to_markdown()``); ``None``: "not evaluated".
+        normalize: Input normalisation (``"imagenet"`` or ``"minmax"``) stated in the usage notes.
+        repo_id: Where the card will live (used in the usage snippet); defaults to a placeholder.
+        license: SPDX-like licence id of the adapter weights.
+        peft_model / peft_config: The adapter, for its settings table and parameter count.
+
+    Returns:
+        The Markdown text, starting with the YAML metadata block.
+    """
+    if license not in LICENSES:
+        raise ValueError(f"unknown licence {license!r}; expected one of {sorted(LICENSES)}")
+    extra_tags = [*tags] + ([organ.lower().replace(" ", "-")] if organ else [])
+    norm_text = {
+        "imagenet": "ImageNet mean / std on [0, 1] pixels (ViT SAM)",
+        "minmax": "min-max to [0, 1] per image (MedSAM / LiteMedSAM)",
+    }.get(normalize, normalize)
+    values = {
+        "metadata": _metadata(base_model, datasets, extra_tags, license),
+        "title": f"{task} ({organ})" if organ else task,
+        "task": task,
+        "organ_phrase": f", structure **{organ}**" if organ else "",
+        "base_model": base_model,
+        "adapter_table": _adapter_table(peft_model, peft_config),
+        "training_data": training_data or (", ".join(datasets) if datasets else "not recorded"),
+        "prompts": prompts or "random positive clicks, then corrective clicks in the error region (iterative)",
+        "training_steps": "not recorded" if training_steps is None else str(training_steps),
+        "metrics_section": metrics_markdown.strip() if metrics_markdown else "Not evaluated yet.",
+        "load_reference": repo_id or "<this repository or a local adapter folder>",
+        "normalize": norm_text,
+        "license_name": f"{LICENSES[license]} (`{license}`)",
+    }
+    return Template(load_template()).substitute(values)
+
+
+def write_model_card(folder: str | Path, **info: Any) -> Path:
+    """Renders :func:`render_model_card` (``info`` = its arguments; unknown keys raise) into ``folder/README.md``."""
+    path = Path(folder) / "README.md"
+    path.write_text(render_model_card(**info), encoding="utf-8")
+    return path
+
+
+def card_info_from_mapping(info: Mapping[str, Any]) -> dict[str, Any]:
+    """Keeps the keys :func:`render_model_card` accepts (for card info shared with other tools)."""
+    allowed = set(render_model_card.__kwdefaults__ or {})
+    return {k: v for k, v in info.items() if k in allowed}
+
+
+__all__ = ["card_info_from_mapping", "load_template", "render_model_card", "write_model_card"]

@@ -1,0 +1,370 @@
+"""`MedSAPredictor`: set an image once, then click as often as you like (segment-anything's ``SamPredictor``).
+
+Works on any SAM-like model with transformers' ``SamModel`` interface: ``SamModel``, LiteMedSAM
+(``model_type == "lite_medsam"``) or a ``PeftModel`` wrapping either (the active adapter is used; encoder adapters run
+inside ``get_image_embeddings`` because they are modules of the vision encoder).
+
+Coordinate conventions (as in segment-anything and :mod:`peft_medsa.data.transforms`):
+    - everything the user gives and gets is in ORIGINAL image pixels: points are ``(x, y)`` with ``x`` the column
+      and ``y`` the row, ``0 <= x < W``, ``0 <= y < H``; boxes are XYXY ``(x0, y0, x1, y1)`` with
+      ``0 <= x0 <= x1 <= W`` and ``0 <= y0 <= y1 <= H``;
+    - inside, the image's long side is resized to the model input size ``S`` and padded at the bottom / right;
+      prompts are scaled by ``(w / W, h / H)`` into that space and the masks are mapped back (bilinear on logits,
+      crop of the padding, resize to ``(H, W)``, threshold 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.io import read_image
+from ..data.transforms import ResizeInfo, resize_longest_and_pad, restore_original_size, to_rgb
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NORMALIZATIONS = ("auto", "imagenet", "minmax", "none")
+
+__all__ = [
+    "MedSAPredictor",
+    "base_sam_model",
+    "check_box",
+    "check_points",
+    "default_normalization",
+    "load_image_array",
+    "model_input_size",
+]
+
+
+def base_sam_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The underlying SAM-like model of ``model`` (unwraps a ``PeftModel``; the adapters stay injected)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def model_input_size(model: torch.nn.Module) -> int:
+    """Side ``S`` of the square model input (``vision_config.image_size`` or ``prompt_encoder_config.image_size``)."""
+    config = base_sam_model(model).config
+    vision = getattr(config, "vision_config", None)
+    size = getattr(vision, "image_size", None) or getattr(config.prompt_encoder_config, "image_size", None)
+    if isinstance(size, (list, tuple)):
+        size = size[0]
+    if not size:
+        raise ValueError(f"cannot find the input size of {type(model).__name__}: expected a SAM-like config")
+    return int(size)
+
+
+def default_normalization(model: torch.nn.Module) -> str:
+    """``"minmax"`` ([0, 1], MedSAM) for ``model_type == "lite_medsam"``, else ``"imagenet"`` (ViT SAM)."""
+    return "minmax" if getattr(base_sam_model(model).config, "model_type", "") == "lite_medsam" else "imagenet"
+
+
+def load_image_array(image: Any) -> np.ndarray:
+    """An image given as a path, a PIL image or an array -> ``(H, W)`` or ``(H, W, C)`` numpy array (dtype kept).
+
+    Paths are read with :func:`peft_medsa.data.io.read_image` (RGB uint8; 16-bit files min-max rescaled); errors name
+    the file.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        ValueError: the file is not a readable image, or the array is not ``(H, W)`` / ``(H, W, 1|3|4)``.
+    """
+    if isinstance(image, (str, Path)):
+        return read_image(Path(image))
+    if hasattr(image, "mode") and hasattr(image, "size"):  # PIL image
+        if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+            image = np.asarray(image)
+        elif image.mode not in ("L", "RGB"):
+            image = np.asarray(image.convert("RGB"))
+        else:
+            image = np.asarray(image)
+    array = np.asarray(image)
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (1, 3, 4)) or min(array.shape[:2]) < 1:
+        raise ValueError(f"image has shape {array.shape}; expected (H, W) grey or (H, W, 3) RGB")
+    return array
+
+
+def _unit_range(array: np.ndarray) -> np.ndarray:
+    """Pixels -> float32 in [0, 1]: uint8 / 255; other integers and floats outside [0, 1] min-max scaled."""
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    out = array.astype(np.float32)
+    low, high = float(out.min()), float(out.max())
+    if np.issubdtype(array.dtype, np.floating) and low >= 0.0 and high <= 1.0:
+        return out
+    return (out - low) / max(high - low, 1e-8)
+
+
+def preprocess_image(
+    image: np.ndarray, size: int, normalization: str, mean: Sequence[float], std: Sequence[float]
+) -> tuple[torch.Tensor, ResizeInfo]:
+    """``(H, W[, C])`` image -> ``(1, 3, S, S)`` float32 pixel values and the `ResizeInfo` to map back.
+
+    Resize the long side to ``S`` (bilinear, antialiased), normalise the resized image (``"imagenet"``: [0, 1] then
+    ``(x - mean) / std``; ``"minmax"``: min-max to [0, 1] as MedSAM; ``"none"``: values unchanged), pad with 0.
+    """
+    rgb = to_rgb(image)
+    pixels = rgb.astype(np.float32) if normalization == "none" else _unit_range(rgb)
+    padded, info = resize_longest_and_pad(pixels, size)
+    height, width = info.resized_size
+    region = padded[:height, :width]
+    if normalization == "imagenet":
+        region = (region - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    elif normalization == "minmax":
+        low, high = float(region.min()), float(region.max())
+        region = (region - low) / max(high - low, 1e-8)
+    out = np.zeros_like(padded)
+    out[:height, :width] = region
+    return torch.from_numpy(out).permute(2, 0, 1)[None].contiguous(), info
+
+
+def check_points(point_coords: Any, point_labels: Any, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Validates clicks in original pixels: ``(N, 2)`` ``(x, y)`` inside the image and ``(N,)`` labels 0 / 1."""
+    height, width = image_size
+    coords = np.asarray(point_coords, dtype=np.float64).reshape(-1, 2)
+    labels = np.ones(len(coords), dtype=np.int64) if point_labels is None else np.asarray(point_labels)
+    labels = labels.astype(np.int64).reshape(-1)
+    if len(labels) != len(coords):
+        raise ValueError(f"point_labels has {len(labels)} entries for {len(coords)} point_coords")
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError(f"point_labels must be 1 (positive) or 0 (negative), got {labels.tolist()}")
+    outside = [(float(x), float(y)) for x, y in coords if not (0 <= x < width and 0 <= y < height)]
+    if outside or not np.isfinite(coords).all():
+        raise ValueError(
+            f"point_coords {outside or coords.tolist()} outside the image: expected (x, y) pixels with "
+            f"0 <= x < {width} (width) and 0 <= y < {height} (height)"
+        )
+    return coords, labels
+
+
+def check_box(box: Any, image_size: tuple[int, int]) -> np.ndarray:
+    """Validates an XYXY box ``(4,)`` in original pixels: ``0 <= x0 <= x1 <= W``, ``0 <= y0 <= y1 <= H``."""
+    height, width = image_size
+    box = np.asarray(box, dtype=np.float64).reshape(-1)
+    if box.shape != (4,) or not np.isfinite(box).all():
+        raise ValueError(f"box {box.tolist()} is not 4 numbers; expected XYXY (x0, y0, x1, y1)")
+    x0, y0, x1, y1 = box
+    if x1 < x0 or y1 < y0:
+        raise ValueError(f"box {box.tolist()} has x1 < x0 or y1 < y0; expected XYXY with x0 <= x1 and y0 <= y1")
+    if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+        raise ValueError(
+            f"box {box.tolist()} outside the image; expected 0 <= x0 <= x1 <= {width} and 0 <= y0 <= y1 <= {height}"
+        )
+    return box
+
+
+def _active_adapter(model: torch.nn.Module) -> Any:
+    active = getattr(model, "active_adapters", None) if hasattr(model, "peft_config") else None
+    return tuple(active) if isinstance(active, (list, tuple)) else active
+
+
+class MedSAPredictor:
+    """Interactive prediction on one image at a time: `set_image` once, then `predict` per prompt.
+
+    Args:
+        model: ``SamModel``, LiteMedSAM, or a ``PeftModel`` wrapping one (put in eval mode here).
+        normalization: ``"auto"`` (from the model: min-max [0, 1] for LiteMedSAM, ImageNet mean / std for ViT SAM),
+            ``"imagenet"``, ``"minmax"`` or ``"none"``.
+        device: device to run on (default: the model's).
+        mean, std: channel statistics for ``"imagenet"`` (on [0, 1] pixels).
+
+    Example:
+
+        >>> predictor = MedSAPredictor(model)
+        >>> predictor.set_image("scan.png")
+        >>> masks, scores, low_res = predictor.predict(point_coords=[[120, 80]], point_labels=[1])
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        normalization: str = "auto",
+        device: torch.device | str | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization={normalization!r}; expected one of {NORMALIZATIONS}")
+        self.model = model.eval()
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.model.to(self.device)
+        self.dtype = next(model.parameters()).dtype
+        self.normalization = default_normalization(model) if normalization == "auto" else normalization
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.input_size = model_input_size(model)
+        self.reset_image()
+
+    # -- image ------------------------------------------------------------------------------------------------------
+    def reset_image(self) -> None:
+        """Forgets the current image and its embedding."""
+        self.pixel_values: torch.Tensor | None = None
+        self.image_embeddings: torch.Tensor | None = None
+        self.resize_info: ResizeInfo | None = None
+        self._embedded_with: Any = None
+
+    @property
+    def is_image_set(self) -> bool:
+        """Whether `set_image` has been called."""
+        return self.pixel_values is not None
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the current image."""
+        return self._require_image().original_size
+
+    def _require_image(self) -> ResizeInfo:
+        if self.resize_info is None:
+            raise RuntimeError("no image set: call set_image(image) before predict()")
+        return self.resize_info
+
+    @torch.no_grad()
+    def set_image(self, image: Any) -> None:
+        """Preprocesses ``image`` and computes its embedding once (``model.get_image_embeddings``).
+
+        Args:
+            image: path (PNG/JPEG/GIF/TIFF/BMP), PIL image or array ``(H, W)`` grey or ``(H, W, 3)`` RGB; uint8,
+                16-bit or float; any size.
+        """
+        array = load_image_array(image)
+        pixel_values, info = preprocess_image(array, self.input_size, self.normalization, self.mean, self.std)
+        self.pixel_values = pixel_values.to(self.device, self.dtype)
+        self.resize_info = info
+        self._embed()
+
+    def _embed(self) -> None:
+        self.image_embeddings = self.model.get_image_embeddings(self.pixel_values)
+        self._embedded_with = _active_adapter(self.model)
+
+    def _current_embeddings(self) -> torch.Tensor:
+        self._require_image()
+        if _active_adapter(self.model) != self._embedded_with:  # set_adapter() was called since set_image()
+            with torch.no_grad():
+                self._embed()
+        return self.image_embeddings
+
+    def set_adapter(self, name: str | list[str]) -> None:
+        """Activates adapter ``name`` of the wrapped ``PeftModel``; the embedding is recomputed on the next predict."""
+        if not hasattr(self.model, "set_adapter"):
+            raise ValueError(f"{type(self.model).__name__} has no adapters; expected a PeftModel to set_adapter on")
+        self.model.set_adapter(name)
+
+    # -- prompts ----------------------------------------------------------------------------------------------------
+    def check_points(self, point_coords: Any, point_labels: Any) -> tuple[np.ndarray, np.ndarray]:
+        """See :func:`check_points` (on the current image)."""
+        return check_points(point_coords, point_labels, self.original_size)
+
+    def check_box(self, box: Any) -> np.ndarray:
+        """See :func:`check_box` (on the current image)."""
+        return check_box(box, self.original_size)
+
+    def _to_input(self, coords: np.ndarray) -> np.ndarray:
+        scale_x, scale_y = self._require_image().scale_xy
+        return coords * np.asarray([scale_x, scale_y])
+
+    # -- decoding ---------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def decode(
+        self,
+        input_points: torch.Tensor | None = None,
+        input_labels: torch.Tensor | None = None,
+        input_boxes: torch.Tensor | None = None,
+        multimask_output: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Runs prompt encoder + mask decoder on the cached embedding, prompts already in MODEL INPUT space.
+
+        Args:
+            input_points: ``(1, P, N, 2)`` ``(x, y)``; ``P`` prompts decoded together (a point batch).
+            input_labels: ``(1, P, N)`` 1 / 0 (-10 for padding points).
+            input_boxes: ``(1, P, 4)`` XYXY.
+            multimask_output: three masks per prompt instead of one.
+
+        Returns:
+            ``pred_masks`` ``(P, K, s, s)`` low-resolution logits (``s = S / 4``) and ``iou_scores`` ``(P, K)``.
+        """
+        embeddings = self._current_embeddings()
+        kwargs = {"input_points": input_points, "input_labels": input_labels, "input_boxes": input_boxes}
+        kwargs = {k: v.to(self.device) for k, v in kwargs.items() if v is not None}
+        if input_points is not None:
+            kwargs["input_points"] = kwargs["input_points"].to(self.dtype)
+        if input_boxes is not None:
+            kwargs["input_boxes"] = kwargs["input_boxes"].to(self.dtype)
+        outputs = self.model(image_embeddings=embeddings, multimask_output=multimask_output, **kwargs)
+        return outputs.pred_masks[0].float(), outputs.iou_scores[0].float()
+
+    def postprocess(self, low_res_logits: torch.Tensor) -> torch.Tensor:
+        """``(..., s, s)`` low-resolution logits -> ``(..., H, W)`` logits at the original image size."""
+        return restore_original_size(low_res_logits, self._require_image(), mode="linear")
+
+    @torch.no_grad()
+    def predict(
+        self,
+        point_coords: Any = None,
+        point_labels: Any = None,
+        box: Any = None,
+        multimask_output: bool = False,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks for one object from clicks and / or a box, all in ORIGINAL image pixels.
+
+        Args:
+            point_coords: ``(N, 2)`` ``(x, y)`` clicks, or ``None``.
+            point_labels: ``(N,)`` 1 = inside (positive), 0 = outside (negative); ``None``: all positive.
+            box: ``(4,)`` XYXY box ``(x0, y0, x1, y1)``, or ``None``.
+            multimask_output: return SAM's three candidate masks (ambiguous single clicks) instead of one.
+            return_logits: return logits instead of boolean masks.
+
+        Returns:
+            ``masks`` ``(K, H, W)`` bool (or float logits), ``scores`` ``(K,)`` predicted IoU and ``low_res_logits``
+            ``(K, s, s)`` in model input space (``K`` = 3 with ``multimask_output``, else 1).
+
+        Raises:
+            ValueError: no prompt, a point outside the image, a box with ``x1 < x0`` / ``y1 < y0`` or outside.
+        """
+        self._require_image()
+        if point_coords is None and box is None:
+            raise ValueError("predict needs a prompt: point_coords (with point_labels) and/or box")
+        points = labels = boxes = None
+        if point_coords is not None:
+            coords, label_array = self.check_points(point_coords, point_labels)
+            points = torch.as_tensor(self._to_input(coords), dtype=torch.float32)[None, None]
+            labels = torch.as_tensor(label_array)[None, None]
+        if box is not None:
+            corners = self._to_input(self.check_box(box).reshape(2, 2)).reshape(4)
+            boxes = torch.as_tensor(corners, dtype=torch.float32)[None, None]
+        low_res, scores = self.decode(points, labels, boxes, multimask_output=multimask_output)
+        logits = self.postprocess(low_res[0])
+        masks = logits if return_logits else logits > 0
+        return masks.cpu().numpy(), scores[0].cpu().numpy(), low_res[0].cpu().numpy()
+
+
+def cached_predict_fn(predictor: MedSAPredictor, max_images: int = 64):
+    """A ``predict_fn(image, prompt) -> (H, W) bool`` for :func:`peft_medsa.evaluation.evaluate_model` that embeds
+    each image once: the embeddings of up to ``max_images`` images (keyed by shape and bytes) are kept, so repeated
+    prompts on the same images (settings x seeds) cost only decoder calls.
+
+    Prompts are in the image's original pixels ((x, y) clicks, XYXY box), as ``evaluate_model`` makes them. The
+    cache belongs to the returned function: make a new one after changing the model's active adapter or weights.
+    """
+    cache: dict[tuple, tuple] = {}
+    fields = ("pixel_values", "image_embeddings", "resize_info", "_embedded_with")
+
+    def predict_fn(image: np.ndarray, prompt: Any) -> np.ndarray:
+        key = (image.shape, hash(np.ascontiguousarray(image).tobytes()))
+        if key in cache:
+            for name, value in zip(fields, cache[key]):
+                setattr(predictor, name, value)
+        else:
+            predictor.set_image(image)
+            if len(cache) >= max_images:
+                cache.pop(next(iter(cache)))
+            cache[key] = tuple(getattr(predictor, name) for name in fields)
+        points = prompt.points if prompt.points is not None and len(prompt.points) else None
+        labels = prompt.labels if points is not None else None
+        masks, _, _ = predictor.predict(point_coords=points, point_labels=labels, box=prompt.box)
+        return masks[0]
+
+    return predict_fn

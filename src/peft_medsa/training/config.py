@@ -1,0 +1,119 @@
+"""TrainingConfig: every option of a Med-SA training run, stored with each checkpoint to refuse foreign resumes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+NORMALIZE = ("imagenet", "minmax")
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
+BOOKKEEPING_FIELDS = ("output_dir", "resume", "overwrite", "show_progress")
+"""Fields that may differ between a run and its resume (they change no number of the training)."""
+
+
+@dataclass
+class TrainingConfig:
+    """Options of :class:`peft_medsa.training.MedSATrainer`.
+
+    Args:
+        output_dir: Folder of the run: ``checkpoints/``, ``best/`` and ``final/`` adapters, ``metrics.jsonl``,
+            ``metrics.csv``, ``training_curve.png``.
+        max_steps: Number of optimizer steps (each of ``gradient_accumulation_steps`` micro-batches).
+        batch_size: Images per micro-batch and process.
+        gradient_accumulation_steps: Micro-batches per optimizer step.
+        learning_rate: Peak learning rate of AdamW.
+        weight_decay: AdamW weight decay.
+        lr_scheduler: ``"linear"``, ``"cosine"``, ``"constant"`` or ``"constant_with_warmup"`` (transformers'
+            ``get_scheduler``), stepped once per optimizer step.
+        warmup_steps: Linear warm-up steps of the schedule.
+        max_grad_norm: Gradient clipping norm; ``0`` disables clipping.
+        mixed_precision: ``"auto"`` (bf16 on a CUDA device that supports it, else ``"no"``), ``"no"``, ``"bf16"``
+            or ``"fp16"``.
+        normalize: ``"imagenet"`` (ViT SAM: mean/std on [0, 1] pixels) or ``"minmax"`` (MedSAM / LiteMedSAM).
+        initial_clicks: The first prompt of a sample has between 1 and ``initial_clicks`` random positive clicks.
+        max_corrective_clicks: Then 0 to ``max_corrective_clicks`` clicks (drawn per micro-batch) are added one by
+            one in the largest error region of the current prediction (paper section 3.5).
+        box_probability: Probability that a micro-batch starts from a jittered box (IoU ``box_iou``) instead of
+            clicks (useful for box-trained models such as LiteMedSAM).
+        box_iou: IoU of the jittered training boxes with the tight box.
+        eval_every: Validate every this many steps (and at the end); ``0``: only at the end.
+        eval_setting: Prompt setting of the validation (:func:`peft_medsa.evaluation.evaluate_model`).
+        eval_repeats: Repeats of the validation prompts.
+        save_every: ``accelerator.save_state`` every this many steps; ``0``: never.
+        keep_checkpoints: How many of the newest step checkpoints to keep (at least 1).
+        log_every: Write a training row to the metrics log every this many steps.
+        seed: Seed of the data order, the prompts and torch / numpy / python RNGs.
+        cpu: Force CPU even where CUDA is available.
+        resume: Continue from the latest checkpoint of ``output_dir`` (which must be a run of the same config).
+        overwrite: Delete an existing ``output_dir`` first.
+        show_progress: tqdm progress bar on the main process.
+    """
+
+    output_dir: str = field(default="medsa-run", metadata={"help": "Folder of the run."})
+    max_steps: int = field(default=100, metadata={"help": "Optimizer steps."})
+    batch_size: int = field(default=2, metadata={"help": "Images per micro-batch and process."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak AdamW learning rate."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    lr_scheduler: str = field(default="cosine", metadata={"help": f"One of {SCHEDULERS}."})
+    warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm; 0 disables."})
+    mixed_precision: str = field(default="auto", metadata={"help": f"One of {MIXED_PRECISION}."})
+    normalize: str = field(default="imagenet", metadata={"help": f"One of {NORMALIZE}."})
+    initial_clicks: int = field(default=1, metadata={"help": "Up to this many random positive start clicks."})
+    max_corrective_clicks: int = field(default=3, metadata={"help": "Up to this many error-region clicks."})
+    box_probability: float = field(default=0.0, metadata={"help": "Probability of a box start prompt."})
+    box_iou: float = field(default=0.75, metadata={"help": "IoU of jittered training boxes with the tight box."})
+    eval_every: int = field(default=0, metadata={"help": "Validate every N steps; 0: at the end only."})
+    eval_setting: str = field(default="1pt", metadata={"help": "Validation prompt setting."})
+    eval_repeats: int = field(default=1, metadata={"help": "Validation prompt repeats."})
+    save_every: int = field(default=0, metadata={"help": "Checkpoint every N steps; 0: never."})
+    keep_checkpoints: int = field(default=2, metadata={"help": "Newest step checkpoints kept."})
+    log_every: int = field(default=1, metadata={"help": "Metrics-log row every N steps."})
+    seed: int = field(default=0, metadata={"help": "Seed of data order, prompts and RNGs."})
+    cpu: bool = field(default=False, metadata={"help": "Force CPU."})
+    resume: bool = field(default=False, metadata={"help": "Continue from the latest checkpoint."})
+    overwrite: bool = field(default=False, metadata={"help": "Delete an existing output_dir first."})
+    show_progress: bool = field(default=True, metadata={"help": "tqdm progress bar."})
+
+    def __post_init__(self) -> None:
+        positive = ("max_steps", "batch_size", "gradient_accumulation_steps", "initial_clicks", "keep_checkpoints",
+                    "log_every", "eval_repeats")
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"TrainingConfig.{name} must be a positive integer, got {value!r}")
+        for name in ("warmup_steps", "max_corrective_clicks", "eval_every", "save_every", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"TrainingConfig.{name} must be an integer >= 0, got {value!r}")
+        choices = {"normalize": NORMALIZE, "mixed_precision": MIXED_PRECISION, "lr_scheduler": SCHEDULERS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"TrainingConfig.{name}={getattr(self, name)!r}; expected one of {allowed}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"TrainingConfig.learning_rate must be > 0, got {self.learning_rate!r}")
+        if not 0.0 <= self.box_probability <= 1.0:
+            raise ValueError(f"TrainingConfig.box_probability must be in [0, 1], got {self.box_probability!r}")
+        if not 0.0 < self.box_iou <= 1.0:
+            raise ValueError(f"TrainingConfig.box_iou must be in (0, 1], got {self.box_iou!r}")
+        if self.resume and self.overwrite:
+            raise ValueError("TrainingConfig: resume=True and overwrite=True contradict each other; choose one")
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields as a JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+    def to_json_file(self, path: str | Path) -> None:
+        """Writes :meth:`to_dict` as indented JSON."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    def differences(self, other: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """``{field: (stored, this)}`` of fields that differ from a stored config dict, bookkeeping fields aside."""
+        mine = self.to_dict()
+        keys = (set(mine) | set(other)) - set(BOOKKEEPING_FIELDS)
+        return {k: (other.get(k), mine.get(k)) for k in sorted(keys) if other.get(k) != mine.get(k)}

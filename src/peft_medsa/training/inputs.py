@@ -1,0 +1,114 @@
+"""From 2D samples to SamModel training inputs: resize + pad + normalise, and the simulated start prompts.
+
+Geometry follows :func:`peft_medsa.evaluation.sam_predict_fn` so that training and validation see the same inputs:
+the long side is resized to the model input size ``S``, the image is normalised, then zero-padded at the
+bottom/right to ``(S, S)``. Prompts are computed on the resized mask, so they are in model input pixels ((x, y)).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from ..data.transforms import resize_longest_and_pad
+from ..evaluation import IMAGENET_MEAN, IMAGENET_STD
+from ..prompts import Prompt, jitter_box, positive_points, tight_box
+
+
+def model_input_size(model: torch.nn.Module) -> int:
+    """Side ``S`` of the square model input.
+
+    The prompt encoder's ``image_size`` (the space of prompts and masks; 256 for LiteMedSAM) wins over the vision
+    config's (1024 for ViT SAM, where both agree).
+
+    Raises:
+        ValueError: If the model has neither size or a non-square one.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    size = None
+    for part in ("prompt_encoder_config", "vision_config"):
+        size = size or getattr(getattr(config, part, None), "image_size", None)
+    if isinstance(size, (list, tuple)):
+        if len(set(size)) != 1:
+            raise ValueError(f"training needs a square model input, got image_size={size}")
+        size = size[0]
+    if not size:
+        raise ValueError(f"{type(base).__name__} has no prompt_encoder_config/vision_config image_size")
+    return int(size)
+
+
+def prepare_sample(sample: Mapping, size: int, normalize: str) -> tuple[torch.Tensor, np.ndarray, tuple[int, int]]:
+    """One 2D sample -> model pixels, model-space mask and the size of the unpadded region.
+
+    Args:
+        sample: ``image`` ``(H, W, 3)`` or ``(H, W)`` (uint8 in [0, 255], or float in [0, 1] for ``"imagenet"``),
+            ``mask`` ``(H, W)`` binary, ``case_id``.
+        size: Model input side ``S``.
+        normalize: ``"imagenet"`` or ``"minmax"``.
+
+    Returns:
+        ``pixel_values`` float32 ``(3, S, S)``, ``mask`` bool ``(S, S)`` (nearest-neighbour resized, padded with 0)
+        and ``(h, w)``, the resized image's size inside the padding.
+
+    Raises:
+        ValueError: If image and mask sizes differ, naming the case.
+    """
+    case_id = sample.get("case_id", "?")
+    image = np.asarray(sample["image"])
+    mask = np.asarray(sample["mask"])
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[:2] != mask.shape:
+        raise ValueError(f"sample {case_id!r}: image shape {image.shape} does not match mask shape {mask.shape}")
+    if image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+    integer = np.issubdtype(image.dtype, np.integer)
+    resized, info = resize_longest_and_pad(image.astype(np.float32), size)
+    h, w = info.resized_size
+    pixels = torch.from_numpy(np.ascontiguousarray(resized[:h, :w])).permute(2, 0, 1)
+    if normalize == "imagenet":
+        pixels = pixels / 255.0 if integer else pixels
+        pixels = (pixels - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    elif normalize == "minmax":
+        pixels = (pixels - pixels.min()) / (pixels.max() - pixels.min()).clamp_min(1e-8)
+    else:
+        raise ValueError(f"normalize must be 'imagenet' or 'minmax', got {normalize!r}")
+    out = torch.zeros(3, size, size, dtype=torch.float32)
+    out[:, :h, :w] = pixels
+    model_mask, _ = resize_longest_and_pad((mask > 0).astype(np.uint8), size, is_mask=True)
+    return out, model_mask.astype(bool), (h, w)
+
+
+def start_prompts(
+    masks: list[np.ndarray], rng: np.random.Generator, initial_clicks: int, box_probability: float, box_iou: float
+) -> list[Prompt]:
+    """Random start prompts for a micro-batch (paper section 3.5: random clicks, then corrective ones).
+
+    With probability ``box_probability`` every image gets a box of IoU ``box_iou`` with its tight box (one choice per
+    micro-batch, since SAM batches either all or no boxes); otherwise 1 to ``initial_clicks`` positive clicks.
+
+    Args:
+        masks: ``(S, S)`` bool model-space masks, each non-empty.
+        rng: The micro-batch's generator.
+
+    Returns:
+        One :class:`~peft_medsa.prompts.Prompt` per mask, in model input pixels.
+    """
+    use_box = box_probability > 0 and rng.random() < box_probability
+    prompts = []
+    for mask in masks:
+        if use_box:
+            box = tight_box(mask)
+            if box_iou < 1.0:
+                box = jitter_box(box, box_iou, rng, mask.shape)
+            prompts.append(Prompt(box=box))
+        else:
+            n = int(rng.integers(1, initial_clicks + 1))
+            prompts.append(Prompt(positive_points(mask, n, rng), np.ones(n, dtype=np.int64)))
+    return prompts
+
+
+__all__ = ["model_input_size", "prepare_sample", "start_prompts"]

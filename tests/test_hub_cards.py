@@ -1,0 +1,44 @@
+"""Model cards: the packaged template equals the canonical hub_cards/ one; rendered cards carry Hub metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+
+from peft_medsa.hub import load_template, render_model_card, write_model_card
+from test_training_utils import tiny_peft_model
+
+from conftest import REPO_ROOT
+
+
+def test_packaged_template_equals_canonical_copy():
+    canonical = (REPO_ROOT / "hub_cards" / "adapter_card.md").read_text(encoding="utf-8")
+    assert load_template() == canonical
+
+
+def test_rendered_card_metadata_and_sections(tmp_path: Path):
+    table = "| class | n | Dice (%) |\n|---|---:|---:|\n| liver | 3 | 91.00 ± 0.50 |\n"
+    path = write_model_card(tmp_path, base_model="facebook/sam-vit-huge", task="BTCV abdominal organs", organ="Liver",
+                            datasets=["btcv"], metrics_markdown=table, training_steps=120, repo_id="me/medsa-liver",
+                            peft_model=tiny_peft_model(r=4))
+    card = ModelCard.load(path)
+    data = card.data.to_dict()
+    assert data["library_name"] == "peft" and data["pipeline_tag"] == "mask-generation"
+    assert data["base_model"] == "facebook/sam-vit-huge" and data["datasets"] == ["btcv"]
+    assert {"medical-imaging", "med-sa", "liver"} <= set(data["tags"])
+    assert data["metrics"] == ["dice", "iou", "hd95"] and data["license"] == "apache-2.0"
+    text = card.text
+    assert "| liver | 3 | 91.00 ± 0.50 |" in text and "Training steps: 120" in text
+    assert 'PeftModel.from_pretrained(base, "me/medsa-liver")' in text
+    assert "| r | `4` |" in text and "adapter parameters" in text
+    assert "Medical SAM Adapter: Adapting Segment Anything Model for Medical Image Segmentation" in text
+    assert "journal = {Medical Image Analysis}" in text and "${" not in text
+
+
+def test_card_bad_input():
+    with pytest.raises(ValueError, match="unknown licence 'gpl'"):
+        render_model_card(license="gpl")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
+        render_model_card(colour="red")

@@ -1,0 +1,162 @@
+"""MedSAPredictor on tiny random SAM models: equal to the model's own forward, adapters respected, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from peft import get_peft_model
+from PIL import Image
+
+from peft_medsa import MedSAConfig
+from peft_medsa.data.transforms import restore_original_size
+from peft_medsa.inference.predictor import MedSAPredictor, default_normalization, preprocess_image
+from peft_medsa.tuners.medsa.layer import MedSALayer
+
+from conftest import tiny_sam
+
+
+def random_image(height=50, width=37, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def adapted(adapter_seed=5):
+    model = get_peft_model(tiny_sam(), MedSAConfig(r=4, init_weights=False))
+    torch.manual_seed(adapter_seed)
+    for layer in model.modules():
+        if isinstance(layer, MedSALayer):
+            for adapter in layer.medsa_adapter.values():
+                adapter.reset_parameters(zero_init=False)
+    return model.eval()
+
+
+def assert_close(actual, reference):
+    """Equal up to float rounding, relative to the scale of the reference (random tiny SAM logits are ~1e-5)."""
+    np.testing.assert_allclose(actual, reference, rtol=1e-4, atol=1e-4 * float(np.abs(reference).max()))
+
+
+def own_forward(model, image, points=None, labels=None, box=None, multimask=False, normalization="imagenet"):
+    """Reference: the model's full forward (pixel_values in) on prompts mapped by hand to input space."""
+    pixel_values, info = preprocess_image(image, 64, normalization, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    scale_x, scale_y = info.resized_size[1] / image.shape[1], info.resized_size[0] / image.shape[0]
+    kwargs = {}
+    if points is not None:
+        scale = torch.tensor([scale_x, scale_y])
+        kwargs["input_points"] = torch.tensor(points, dtype=torch.float32)[None, None] * scale
+        kwargs["input_labels"] = torch.tensor(labels)[None, None]
+    if box is not None:
+        kwargs["input_boxes"] = torch.tensor(box, dtype=torch.float32)[None, None] * torch.tensor(
+            [scale_x, scale_y, scale_x, scale_y]
+        )
+    with torch.no_grad():
+        out = model(pixel_values=pixel_values, multimask_output=multimask, **kwargs)
+    logits = restore_original_size(out.pred_masks[0, 0], info, mode="linear")
+    return (logits > 0).numpy(), out.iou_scores[0, 0].numpy(), out.pred_masks[0, 0].numpy()
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        dict(points=[[10.0, 20.0]], labels=[1]),
+        dict(points=[[10.0, 20.0], [30.0, 5.0]], labels=[1, 0]),
+        dict(box=[3.0, 4.0, 30.0, 41.0]),
+        dict(points=[[12.0, 25.0]], labels=[1], box=[3.0, 4.0, 30.0, 41.0], multimask=True),
+    ],
+)
+def test_predict_equals_model_forward(prompt):
+    model, image = tiny_sam(), random_image()
+    predictor = MedSAPredictor(model)
+    predictor.set_image(image)
+    masks, scores, low_res = predictor.predict(
+        point_coords=prompt.get("points"),
+        point_labels=prompt.get("labels"),
+        box=prompt.get("box"),
+        multimask_output=prompt.get("multimask", False),
+    )
+    ref_masks, ref_scores, ref_low = own_forward(model, image, **prompt)
+    assert masks.dtype == bool and masks.shape == (3 if prompt.get("multimask") else 1, 50, 37)
+    assert_close(low_res, ref_low)
+    assert_close(scores, ref_scores)
+    np.testing.assert_array_equal(masks, ref_masks)
+    assert 0 < masks.sum() < masks.size  # a real, non-trivial mask (random weights still split the image)
+
+
+def test_peft_model_embedding_runs_encoder_adapters_and_set_adapter(tmp_path):
+    image = random_image()
+    model = adapted(adapter_seed=1)
+    other = adapted(adapter_seed=2)
+    other.save_pretrained(tmp_path / "b")
+    model.load_adapter(tmp_path / "b", adapter_name="b")
+
+    predictor = MedSAPredictor(model)
+    predictor.set_image(image)
+    pixel_values = predictor.pixel_values
+    with torch.no_grad():
+        base_embedding = tiny_sam().get_image_embeddings(pixel_values)
+        adapted_embedding = model.base_model.model.vision_encoder(pixel_values)[0]
+    assert (predictor.image_embeddings - base_embedding).abs().max() > 1e-4  # adapters ran in the encoder
+    torch.testing.assert_close(predictor.image_embeddings, adapted_embedding)
+
+    point = dict(points=[[10.0, 20.0]], labels=[1])
+    _, scores_a, low_a = predictor.predict(point_coords=[[10.0, 20.0]], point_labels=[1])
+    assert_close(low_a, own_forward(model, image, **point)[2])
+
+    predictor.set_adapter("b")  # after set_image: the embedding must follow the adapter
+    _, scores_b, low_b = predictor.predict(point_coords=[[10.0, 20.0]], point_labels=[1])
+    assert_close(low_b, own_forward(other, image, **point)[2])
+    assert np.abs(low_a - low_b).max() > 0.05 * np.abs(low_a).max()
+
+
+def test_grey_16bit_pil_and_path_inputs(tmp_path):
+    model = tiny_sam()
+    grey16 = (np.random.default_rng(3).integers(0, 4096, (40, 70))).astype(np.uint16)
+    predictor = MedSAPredictor(model)
+    predictor.set_image(grey16)
+    masks16, _, low16 = predictor.predict(point_coords=[[60, 30]])
+    assert masks16.shape == (1, 40, 70)
+    as_float = (grey16 - grey16.min()) / (grey16.max() - grey16.min())  # same pixels in [0, 1]
+    predictor.set_image(as_float.astype(np.float32))
+    assert_close(predictor.predict(point_coords=[[60, 30]])[2], low16)
+
+    rgb = random_image()
+    Image.fromarray(rgb).save(tmp_path / "x.png")
+    predictor.set_image(tmp_path / "x.png")
+    from_path = predictor.predict(box=[2, 2, 20, 30])[2]
+    predictor.set_image(Image.fromarray(rgb))
+    np.testing.assert_array_equal(predictor.predict(box=[2, 2, 20, 30])[2], from_path)
+
+
+def test_normalization_from_model_type():
+    assert default_normalization(tiny_sam()) == "imagenet"
+    from peft_medsa.backbones.lite_medsam import LiteMedSamConfig
+
+    class Stub(torch.nn.Module):
+        config = LiteMedSamConfig()
+
+    assert default_normalization(Stub()) == "minmax"
+    image = random_image().astype(np.float32) * 3 + 7
+    pixels, info = preprocess_image(image, 64, "minmax", (0,), (1,))
+    region = pixels[0, :, : info.resized_size[0], : info.resized_size[1]]
+    assert float(region.min()) == 0.0 and abs(float(region.max()) - 1.0) < 1e-6
+    assert float(pixels[0, :, info.resized_size[0] :].abs().sum()) == 0.0  # padding stays 0
+
+
+def test_bad_prompts_and_inputs(tmp_path):
+    predictor = MedSAPredictor(tiny_sam())
+    with pytest.raises(RuntimeError, match="set_image"):
+        predictor.predict(point_coords=[[1, 1]])
+    predictor.set_image(random_image())
+    with pytest.raises(ValueError, match=r"point_coords .* outside the image.*0 <= x < 37"):
+        predictor.predict(point_coords=[[37, 10]])
+    with pytest.raises(ValueError, match="x1 < x0"):
+        predictor.predict(box=[20, 5, 10, 30])
+    with pytest.raises(ValueError, match="needs a prompt"):
+        predictor.predict()
+    with pytest.raises(ValueError, match="point_labels must be 1"):
+        predictor.predict(point_coords=[[1, 1]], point_labels=[2])
+    bad = tmp_path / "scan.png"
+    bad.write_text("not an image")
+    with pytest.raises(ValueError, match="scan.png"):
+        predictor.set_image(bad)
+    with pytest.raises(ValueError, match=r"shape \(2, 3, 4, 5\)"):
+        predictor.set_image(np.zeros((2, 3, 4, 5)))
