@@ -171,6 +171,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--parts", nargs="+", choices=["inference", "training"], default=["inference", "training"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=None, help="image sizes (default 256 1024)")
     parser.add_argument("--image-size", type=int, default=256, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=3, help=argparse.SUPPRESS)
     parser.add_argument("--_train-child", default=None, help=argparse.SUPPRESS)
@@ -183,13 +185,12 @@ def main() -> None:
         return
     print(f"device={args.device} dtype={args.dtype} threads={torch.get_num_threads()} r={args.r} "
           f"torch={torch.__version__}")
-    inference_sizes = [256] if args.quick else [256, 1024]
-    for size in inference_sizes:
+    sizes = args.sizes or ([256] if args.quick else [256, 1024])
+    for size in sizes if "inference" in args.parts else []:
         res = bench_inference(size, args.r, 3 if args.quick else (5 if size == 256 else 3), args.device, dtype)
         print(f"inference ViT-B {size}: SAM {res['sam_s']:.3f} s, Med-SA {res['medsa_s']:.3f} s, "
               f"ratio {res['ratio']:.3f} (target <= 1.04 at 1024)")
-    training_sizes = [256] if args.quick else [256, 1024]
-    for size in training_sizes:
+    for size in sizes if "training" in args.parts else []:
         res = bench_training(size, args.r, 2 if args.quick or size == 1024 else 3, 1 if args.quick else 2,
                              args.device, dtype)
         print(f"training ViT-B {size}: Med-SA step {res['medsa_step_s']:.3f} s vs full fine-tuning "

@@ -139,6 +139,12 @@ def test_identity_at_init(fusion):
     torch.testing.assert_close(masks(model, inputs), base, rtol=0, atol=0)
 
 
+def test_identity_at_init_with_decoder_adapters():
+    inputs = volume_inputs()
+    model = sd_model(random_adapters=False, decoder_adapters=True)
+    torch.testing.assert_close(masks(model, inputs, num_slices=3), masks(tiny_sam(), inputs), rtol=0, atol=0)
+
+
 def test_depth_branch_changes_output_and_mixes_slices():
     """With trained depth adapters, a slice's output depends on the other slices of its volume only."""
     model = sd_model()

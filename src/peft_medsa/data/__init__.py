@@ -44,17 +44,6 @@ Errors: a bad file or layout raises a `DataLayoutError` (a ``ValueError``; `Miss
 
 from __future__ import annotations
 
-from .builders import (
-    BUILDERS,
-    BraTS2021Builder,
-    BTCVBuilder,
-    ISICBuilder,
-    MedicalFolderBuilder,
-    REFUGE2Builder,
-    TNMIXBuilder,
-    load_benchmark,
-    numpy_format,
-)
 from .io import (
     DataLayoutError,
     MissingFileError,
@@ -84,6 +73,29 @@ from .transforms import (
     restore_original_size,
     window_ct,
 )
+
+# The builders need the `datasets` library; they are imported on first use so that the readers and transforms
+# (used by training and inference) work without it.
+_BUILDER_NAMES = (
+    "BUILDERS",
+    "BraTS2021Builder",
+    "BTCVBuilder",
+    "ISICBuilder",
+    "MedicalFolderBuilder",
+    "REFUGE2Builder",
+    "TNMIXBuilder",
+    "load_benchmark",
+    "numpy_format",
+)
+
+
+def __getattr__(name: str):
+    if name in _BUILDER_NAMES:
+        from . import builders
+
+        return getattr(builders, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BENCHMARK_LABELS",
