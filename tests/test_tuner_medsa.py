@@ -315,3 +315,32 @@ def test_registered_peft_type():
 
     importlib.reload(peft_medsa._registry)  # registering again is harmless
     peft_medsa._registry.register("medsa", MedSAConfig, peft_medsa.MedSAModel)
+
+
+VIT_SIZES = {
+    "vit-base": {},
+    "vit-large": dict(
+        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, global_attn_indexes=[5, 11, 17, 23]
+    ),
+    "vit-huge": dict(
+        hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, global_attn_indexes=[7, 15, 23, 31]
+    ),
+}
+
+
+@pytest.mark.parametrize("size", list(VIT_SIZES))
+def test_sam_sizes_on_meta_device(size):
+    """facebook/sam-vit-{base,large,huge} configurations (built on the meta device: no weights are allocated)."""
+    from transformers import SamConfig
+
+    with torch.device("meta"):
+        sam = SamModel(SamConfig(vision_config=VIT_SIZES[size]))
+        model = get_peft_model(sam, MedSAConfig())
+    n_blocks = sam.config.vision_config.num_hidden_layers
+    layers = [m for m in model.modules() if isinstance(m, MedSALayer)]
+    width = sam.config.vision_config.hidden_size
+    encoder = [m for m in layers if m.role in ("attn", "mlp") and m.hidden_size == width]
+    assert len(encoder) == 2 * n_blocks
+    trainable, total = model.get_nb_trainable_parameters()
+    if size == "vit-huge":
+        assert trainable / total <= 0.025  # the paper: 13M of 636M
