@@ -344,3 +344,17 @@ def test_sam_sizes_on_meta_device(size):
     trainable, total = model.get_nb_trainable_parameters()
     if size == "vit-huge":
         assert trainable / total <= 0.025  # the paper: 13M of 636M
+
+
+def test_failed_load_removes_every_part_of_the_new_adapter(tmp_path):
+    """SD-Trans layers hold depth adapters and fusions beside the space adapter: a refused load removes all of them."""
+    config = dict(r=4, sd_trans=True)
+    wide = get_peft_model(tiny_sam(hidden_size=48, num_attention_heads=2), MedSAConfig(**config))
+    wide.save_pretrained(tmp_path / "wide")
+    model = get_peft_model(tiny_sam(), MedSAConfig(**config))
+    with pytest.raises(ValueError, match="does not fit this model"):
+        model.load_adapter(tmp_path / "wide", adapter_name="wide")
+    for layer in model.modules():
+        if isinstance(layer, MedSALayer):
+            for attribute in (*layer.adapter_layer_names, *layer.other_param_names):
+                assert "wide" not in (getattr(layer, attribute, None) or {})

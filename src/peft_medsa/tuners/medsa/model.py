@@ -227,18 +227,20 @@ class MedSAModel(BaseTuner):
         Unlike ``delete_adapter`` this also works on the last adapter, restoring the model's original modules.
         """
         for name, module in list(self.model.named_modules()):
-            if not isinstance(module, MedSALayer):
+            if not isinstance(module, BaseTunerLayer):
                 continue
-            if adapter_name in module.medsa_adapter:
-                del module.medsa_adapter[adapter_name]
-            module.medsa_scaling.pop(adapter_name, None)
-            if len(module.medsa_adapter) == 0:
+            for attribute in (*module.adapter_layer_names, *module.other_param_names):
+                per_adapter = getattr(module, attribute, None)
+                if isinstance(per_adapter, (dict, nn.ModuleDict)) and adapter_name in per_adapter:
+                    del per_adapter[adapter_name]
+            left = {a for attribute in module.adapter_layer_names for a in getattr(module, attribute, {})}
+            if not left:
                 parent_name, _, child_name = name.rpartition(".")
                 parent = self.model.get_submodule(parent_name) if parent_name else self.model
                 self._replace_module(parent, child_name, module.get_base_layer(), module)
             else:
-                remaining = [a for a in module.active_adapters if a in module.medsa_adapter]
-                module.set_adapter(remaining or list(module.medsa_adapter)[:1])
+                remaining = [a for a in module.active_adapters if a in left]
+                module.set_adapter(remaining or sorted(left)[:1])
         self.peft_config.pop(adapter_name, None)
         if not self.peft_config and hasattr(self.model, "peft_config"):
             del self.model.peft_config
