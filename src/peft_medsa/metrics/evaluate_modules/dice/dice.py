@@ -5,11 +5,11 @@ The computation is :func:`peft_medsa.metrics.compute_dice`; this file only adapt
 
 from __future__ import annotations
 
-import datasets
 import evaluate
 import numpy as np
 
 from peft_medsa.metrics import compute_dice
+from peft_medsa.metrics.evaluate_support import mask_features, summarise
 
 _DESCRIPTION = """Dice coefficient 2|P & G| / (|P| + |G|) between predicted and ground-truth segmentation masks
 (2D (H, W) or 3D (D, H, W)). A case whose class is empty in both prediction and ground truth scores `empty_score`
@@ -35,20 +35,6 @@ _CITATION = """@article{dice1945measures, title={Measures of the amount of ecolo
 author={Dice, Lee R}, journal={Ecology}, volume={26}, number={3}, pages={297--302}, year={1945}}"""
 
 
-def _features(ndim: int) -> datasets.Features:
-    feature = datasets.Value("int64")
-    for _ in range(ndim):
-        feature = datasets.List(feature)
-    return datasets.Features({"predictions": feature, "references": feature})
-
-
-def _nanmean(values: np.ndarray, axis: int | None = None) -> np.ndarray:
-    valid = ~np.isnan(values)
-    total = np.where(valid, values, 0.0).sum(axis=axis)
-    count = valid.sum(axis=axis)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Dice(evaluate.Metric):
@@ -59,7 +45,7 @@ class Dice(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=[_features(2), _features(3)],
+            features=mask_features(),
         )
 
     def _compute(self, predictions, references, labels=None, empty_score=float("nan")):
@@ -67,8 +53,4 @@ class Dice(evaluate.Metric):
             compute_dice(np.asarray(p), np.asarray(r), labels=labels, empty_score=empty_score)
             for p, r in zip(predictions, references)
         ]
-        values = np.asarray(per_case, dtype=np.float64)
-        result = {"dice": float(_nanmean(values.ravel())), "per_case_dice": values.tolist()}
-        if labels is not None:
-            result["per_class_dice"] = [float(v) for v in _nanmean(values, axis=0)]
-        return result
+        return summarise("dice", per_case, labels)

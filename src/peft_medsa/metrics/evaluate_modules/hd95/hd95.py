@@ -5,11 +5,11 @@ The computation is :func:`peft_medsa.metrics.compute_hd95`; this file only adapt
 
 from __future__ import annotations
 
-import datasets
 import evaluate
 import numpy as np
 
 from peft_medsa.metrics import compute_hd95
+from peft_medsa.metrics.evaluate_support import mask_features, summarise
 
 _DESCRIPTION = """95th-percentile symmetric Hausdorff distance between the surfaces of predicted and ground-truth
 masks (2D (H, W) or 3D (D, H, W)), in the units of `spacing` (mm for 3D volumes with spacing (sz, sy, sx); pixels
@@ -41,20 +41,6 @@ author={Huttenlocher, Daniel P and Klanderman, Gregory A and Rucklidge, William 
 volume={15}, number={9}, pages={850--863}, year={1993}}"""
 
 
-def _features(ndim: int) -> datasets.Features:
-    feature = datasets.Value("int64")
-    for _ in range(ndim):
-        feature = datasets.List(feature)
-    return datasets.Features({"predictions": feature, "references": feature})
-
-
-def _nanmean(values: np.ndarray, axis: int | None = None) -> np.ndarray:
-    valid = ~np.isnan(values)
-    total = np.where(valid, values, 0.0).sum(axis=axis)
-    count = valid.sum(axis=axis)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class HD95(evaluate.Metric):
@@ -65,7 +51,7 @@ class HD95(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=[_features(2), _features(3)],
+            features=mask_features(),
         )
 
     def _compute(
@@ -95,8 +81,4 @@ class HD95(evaluate.Metric):
                     one_empty_score=one_empty_score,
                 )
             )
-        values = np.asarray(per_case, dtype=np.float64)
-        result = {"hd95": float(_nanmean(values.ravel())), "per_case_hd95": values.tolist()}
-        if labels is not None:
-            result["per_class_hd95"] = [float(v) for v in _nanmean(values, axis=0)]
-        return result
+        return summarise("hd95", per_case, labels)
