@@ -160,3 +160,21 @@ def test_bad_prompts_and_inputs(tmp_path):
         predictor.set_image(bad)
     with pytest.raises(ValueError, match=r"shape \(2, 3, 4, 5\)"):
         predictor.set_image(np.zeros((2, 3, 4, 5)))
+
+
+@pytest.mark.parametrize("normalization", ["imagenet", "minmax"])
+def test_predictor_preprocessing_matches_training_and_evaluation(normalization):
+    """The predictor, the evaluation protocol and the training loop feed the model the same pixels."""
+    from peft_medsa.evaluation import IMAGENET_MEAN, IMAGENET_STD, _preprocess
+    from peft_medsa.inference.predictor import preprocess_image
+    from peft_medsa.training.inputs import prepare_sample
+
+    image = np.random.default_rng(4).integers(0, 256, size=(48, 70, 3), dtype=np.uint8)
+    mask = np.zeros((48, 70), np.uint8)
+    mask[10:20, 10:30] = 1
+    ours, info = preprocess_image(image, 64, normalization, IMAGENET_MEAN, IMAGENET_STD)
+    evaluation = _preprocess(image, 64, normalization, IMAGENET_MEAN, IMAGENET_STD)
+    training, _, (h, w) = prepare_sample({"image": image, "mask": mask, "case_id": "x"}, 64, normalization)
+    assert info.resized_size == (h, w)
+    torch.testing.assert_close(ours, evaluation, rtol=0, atol=1e-5)
+    torch.testing.assert_close(ours[0], training, rtol=0, atol=1e-5)
