@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, compute_resize, model_pixels
 from .metrics import METRIC_NAMES, compute_dice, compute_hd95, compute_iou
 from .prompts import Prompt, make_prompt, slice_prompts
 
@@ -45,8 +46,6 @@ __all__ = [
 PredictFn = Callable[[np.ndarray, Prompt], np.ndarray]
 """``predict_fn(image (H, W[, 3]), prompt in image pixel coordinates) -> (H, W) bool mask``."""
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 CSV_COLUMNS = ("case_id", "class", "repeat", "seed", "dice", "iou", "hd95")
 
 
@@ -260,33 +259,13 @@ def _input_size(model: torch.nn.Module) -> int:
     return int(size)
 
 
-def _resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
-    """Shape after resizing the long side to ``size`` (SAM's ``ResizeLongestSide.get_preprocess_shape``)."""
-    scale = size / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
-
-
 def _preprocess(
     image: np.ndarray, size: int, normalize: str | None, mean: Sequence[float], std: Sequence[float]
 ) -> torch.Tensor:
-    """``(H, W[, C])`` image -> ``(1, 3, size, size)`` float32: resize long side, normalise, zero-pad bottom/right."""
-    array = np.asarray(image)
-    if array.ndim == 2:
-        array = array[..., None]
-    if array.shape[-1] == 1:
-        array = np.repeat(array, 3, axis=-1)
-    integer = np.issubdtype(array.dtype, np.integer)
-    pixels = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1)[None]
-    new_h, new_w = _resized_shape(array.shape[0], array.shape[1], size)
-    pixels = F.interpolate(pixels, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
-    if normalize == "imagenet":
-        pixels = pixels / 255.0 if integer else pixels
-        pixels = (pixels - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-    elif normalize == "minmax":
-        pixels = (pixels - pixels.min()) / (pixels.max() - pixels.min()).clamp_min(1e-8)
-    elif normalize is not None:
+    """``(H, W[, C])`` image -> ``(1, 3, size, size)`` float32 (:func:`peft_medsa.data.transforms.model_pixels`)."""
+    if normalize not in ("imagenet", "minmax", None):
         raise ValueError(f"normalize must be 'imagenet', 'minmax' or None, got {normalize!r}")
-    return F.pad(pixels, (0, size - new_w, 0, size - new_h))
+    return model_pixels(image, size, normalize or "none", mean, std)[0]
 
 
 def sam_predict_fn(
@@ -330,7 +309,7 @@ def sam_predict_fn(
     @torch.no_grad()
     def predict(image: np.ndarray, prompt: Prompt) -> np.ndarray:
         height, width = np.asarray(image).shape[:2]
-        new_h, new_w = _resized_shape(height, width, size)
+        new_h, new_w = compute_resize((height, width), size).resized_size
         if processor_like_preprocess is not None:
             pixel_values = torch.as_tensor(processor_like_preprocess(image))
             pixel_values = pixel_values[None] if pixel_values.ndim == 3 else pixel_values

@@ -18,6 +18,7 @@ Coordinate conventions (as in segment-anything):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -375,3 +376,50 @@ def preprocess_medsam(image: np.ndarray, target_size: int = LITE_MEDSAM_IMAGE_SI
     out = np.zeros_like(resized, dtype=np.float32)
     out[:height, :width] = medsam_normalize(resized[:height, :width])
     return out, info
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _unit_range(array: np.ndarray) -> np.ndarray:
+    """Pixels -> float32 in [0, 1]: uint8 / 255; other integers and floats outside [0, 1] min-max scaled."""
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    out = array.astype(np.float32)
+    low, high = float(out.min()), float(out.max())
+    if np.issubdtype(array.dtype, np.floating) and low >= 0.0 and high <= 1.0:
+        return out
+    return (out - low) / max(high - low, 1e-8)
+
+
+def model_pixels(
+    image: np.ndarray,
+    size: int,
+    normalization: str = "imagenet",
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> tuple[torch.Tensor, ResizeInfo]:
+    """``(H, W[, C])`` image -> ``(1, 3, S, S)`` float32 pixel values and the `ResizeInfo` to map back.
+
+    Resize the long side to ``S`` (bilinear, antialiased), normalise the resized image (``"imagenet"``: [0, 1] then
+    ``(x - mean) / std``; ``"minmax"``: min-max to [0, 1] as MedSAM; ``"none"``: values unchanged), pad with 0.
+    The one preprocessing of model inputs: the predictor, the evaluation protocol and the training loop all use it.
+    """
+    import torch
+
+    if normalization not in ("imagenet", "minmax", "none"):
+        raise ValueError(f"normalization={normalization!r}; expected 'imagenet', 'minmax' or 'none'")
+    rgb = to_rgb(image)
+    pixels = rgb.astype(np.float32) if normalization == "none" else _unit_range(rgb)
+    padded, info = resize_longest_and_pad(pixels, size)
+    height, width = info.resized_size
+    region = padded[:height, :width]
+    if normalization == "imagenet":
+        region = (region - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    elif normalization == "minmax":
+        low, high = float(region.min()), float(region.max())
+        region = (region - low) / max(high - low, 1e-8)
+    out = np.zeros_like(padded)
+    out[:height, :width] = region
+    return torch.from_numpy(out).permute(2, 0, 1)[None].contiguous(), info

@@ -23,10 +23,9 @@ import numpy as np
 import torch
 
 from ..data.io import read_image
-from ..data.transforms import ResizeInfo, resize_longest_and_pad, restore_original_size, to_rgb
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, ResizeInfo, restore_original_size
+from ..data.transforms import model_pixels as preprocess_image
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 NORMALIZATIONS = ("auto", "imagenet", "minmax", "none")
 
 __all__ = [
@@ -85,40 +84,6 @@ def load_image_array(image: Any) -> np.ndarray:
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (1, 3, 4)) or min(array.shape[:2]) < 1:
         raise ValueError(f"image has shape {array.shape}; expected (H, W) grey or (H, W, 3) RGB")
     return array
-
-
-def _unit_range(array: np.ndarray) -> np.ndarray:
-    """Pixels -> float32 in [0, 1]: uint8 / 255; other integers and floats outside [0, 1] min-max scaled."""
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255.0
-    out = array.astype(np.float32)
-    low, high = float(out.min()), float(out.max())
-    if np.issubdtype(array.dtype, np.floating) and low >= 0.0 and high <= 1.0:
-        return out
-    return (out - low) / max(high - low, 1e-8)
-
-
-def preprocess_image(
-    image: np.ndarray, size: int, normalization: str, mean: Sequence[float], std: Sequence[float]
-) -> tuple[torch.Tensor, ResizeInfo]:
-    """``(H, W[, C])`` image -> ``(1, 3, S, S)`` float32 pixel values and the `ResizeInfo` to map back.
-
-    Resize the long side to ``S`` (bilinear, antialiased), normalise the resized image (``"imagenet"``: [0, 1] then
-    ``(x - mean) / std``; ``"minmax"``: min-max to [0, 1] as MedSAM; ``"none"``: values unchanged), pad with 0.
-    """
-    rgb = to_rgb(image)
-    pixels = rgb.astype(np.float32) if normalization == "none" else _unit_range(rgb)
-    padded, info = resize_longest_and_pad(pixels, size)
-    height, width = info.resized_size
-    region = padded[:height, :width]
-    if normalization == "imagenet":
-        region = (region - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
-    elif normalization == "minmax":
-        low, high = float(region.min()), float(region.max())
-        region = (region - low) / max(high - low, 1e-8)
-    out = np.zeros_like(padded)
-    out[:height, :width] = region
-    return torch.from_numpy(out).permute(2, 0, 1)[None].contiguous(), info
 
 
 def check_points(point_coords: Any, point_labels: Any, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -12,8 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from ..data.transforms import resize_longest_and_pad
-from ..evaluation import IMAGENET_MEAN, IMAGENET_STD
+from ..data.transforms import model_pixels, resize_longest_and_pad
 from ..prompts import Prompt, jitter_box, positive_points, tight_box
 
 
@@ -63,21 +62,11 @@ def prepare_sample(sample: Mapping, size: int, normalize: str) -> tuple[torch.Te
         image = image[..., None]
     if image.ndim != 3 or image.shape[:2] != mask.shape:
         raise ValueError(f"sample {case_id!r}: image shape {image.shape} does not match mask shape {mask.shape}")
-    if image.shape[-1] == 1:
-        image = np.repeat(image, 3, axis=-1)
-    integer = np.issubdtype(image.dtype, np.integer)
-    resized, info = resize_longest_and_pad(image.astype(np.float32), size)
-    h, w = info.resized_size
-    pixels = torch.from_numpy(np.ascontiguousarray(resized[:h, :w])).permute(2, 0, 1)
-    if normalize == "imagenet":
-        pixels = pixels / 255.0 if integer else pixels
-        pixels = (pixels - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    elif normalize == "minmax":
-        pixels = (pixels - pixels.min()) / (pixels.max() - pixels.min()).clamp_min(1e-8)
-    else:
+    if normalize not in ("imagenet", "minmax"):
         raise ValueError(f"normalize must be 'imagenet' or 'minmax', got {normalize!r}")
-    out = torch.zeros(3, size, size, dtype=torch.float32)
-    out[:, :h, :w] = pixels
+    pixels, info = model_pixels(image, size, normalize)
+    h, w = info.resized_size
+    out = pixels[0]
     model_mask, _ = resize_longest_and_pad((mask > 0).astype(np.uint8), size, is_mask=True)
     return out, model_mask.astype(bool), (h, w)
 
