@@ -16,7 +16,7 @@ from peft_medsa.tuners.medsa.layer import MedSALayer
 
 from conftest import tiny_inputs, tiny_sam
 
-D, R = 32, 4  # tiny decoder width, adapter rank
+D, R, H = 32, 4, 6  # tiny decoder width, adapter rank, hyper width of the equation test
 
 
 def forward(model, **inputs):
@@ -93,7 +93,7 @@ def test_hypadpt_places_only_the_decoder_slot(hyp_model):
 def test_hyper_adapter_matches_equations():
     """e_{i+1} = ReLU(Norm(e_i W_i)), W_i = M_i(e_prompt); e_prompt = mean of the projected non-padding tokens."""
     torch.manual_seed(0)
-    adapter = HyperPromptAdapter(D, R, zero_init=False)
+    adapter = HyperPromptAdapter(D, R, zero_init=False, hyper_dim=H)
     x = torch.randn(2, 3, 7, D)
     tokens = torch.randn(2, 3, 4, D)
     tokens[0, 1, 2:] = 0  # two padding tokens (label -10 embeds to exactly 0 in SAM)
@@ -103,9 +103,9 @@ def test_hyper_adapter_matches_equations():
             keep = tokens[b, p].abs().sum(-1) > 0
             e_prompt = adapter.prompt_embedding.proj(tokens[b, p][keep]).mean(0)
             e = adapter.down(x[b, p])
-            for mlp in adapter.hyper_mlps:
-                w = mlp(e_prompt).reshape(R, R)
-                e = torch.relu(F.layer_norm(e @ w, (R,)))
+            for mlp, (l_in, l_out) in zip(adapter.hyper_mlps, [(R, H), (H, H), (H, R)]):
+                w = mlp(e_prompt).reshape(l_in, l_out)  # L_in of the first is r, L_out of the last is r
+                e = torch.relu(F.layer_norm(e @ w, (l_out,)))
             expected[b, p] = adapter.up(e)
     torch.testing.assert_close(adapter(x, tokens), expected, rtol=1e-5, atol=1e-6)
 
@@ -207,11 +207,12 @@ def test_cached_image_embeddings_decode_like_full_forward():
 
 
 # -- ablation modes -------------------------------------------------------------------------------------------------
-def slot_parameters(mode, d=D, r=R):
+def slot_parameters(mode, d=D, r=R, h=R):  # hyper_dim None -> min(r, 64) = r here
     linear = lambda i, o: i * o + o  # noqa: E731
     shared = linear(d, r) + linear(d, r)  # down-projection, prompt projection
+    generators = 3 * linear(h, h) + linear(h, r * h) + linear(h, h * h) + linear(h, h * r)  # M_1..M_3
     return {
-        "hyper": shared + linear(r, d) + 3 * (linear(r, r) + linear(r, r * r)),
+        "hyper": linear(d, r) + linear(d, h) + linear(r, d) + generators,
         "add": shared + linear(r, d),
         "concat": shared + linear(2 * r, d),
         "none": linear(d, r) + linear(r, d),

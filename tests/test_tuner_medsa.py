@@ -266,6 +266,7 @@ def test_bf16_forward_and_backward():
         (dict(activation="tanh"), r"activation='tanh' is not supported; allowed: \['gelu', 'relu'\]"),
         (dict(encoder_positions=["attn", "ffn"]), r"encoder_positions has unknown value\(s\) \['ffn'\]"),
         (dict(encoder_layers=[-1]), "encoder_layers must be >= 0"),
+        (dict(hyper_dim=0), "hyper_dim must be a positive integer or None, got hyper_dim=0"),
     ],
 )
 def test_invalid_config_values(kwargs, match):
@@ -358,3 +359,13 @@ def test_failed_load_removes_every_part_of_the_new_adapter(tmp_path):
         if isinstance(layer, MedSALayer):
             for attribute in (*layer.adapter_layer_names, *layer.other_param_names):
                 assert "wide" not in (getattr(layer, attribute, None) or {})
+
+
+def test_trainable_parameters_grow_linearly_in_r():
+    """As in the paper's Table 7a: every part, HyP-Adpt included, has a size linear in r for a fixed hyper_dim
+    (the default, min(r, 64), is fixed from r = 64 on)."""
+    counts = []
+    for r in (8, 16, 24):
+        model = get_peft_model(tiny_sam(), MedSAConfig(r=r, hyper_dim=8))
+        counts.append(model.get_nb_trainable_parameters()[0])
+    assert counts[2] - counts[1] == counts[1] - counts[0] > 0

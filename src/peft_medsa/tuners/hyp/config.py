@@ -20,7 +20,8 @@ class HyPAdptConfig(PeftConfig):
     encoder is left as SAM's; for the full method use ``MedSAConfig``.
 
     Args:
-        r: the reduced length (bottleneck width) and the prompt embedding width. Default 64.
+        r: the reduced length (bottleneck width). Default 64.
+        hyper_dim: width h of the prompt embedding and inner hyper layers (r -> h -> h -> r); None: min(r, 64).
         prompt_conditioning: ``"hyper"`` (HyP-Adpt, default), ``"add"`` or ``"concat"`` (Table 5 ablations).
         activation: activation of the ``"add"`` / ``"concat"`` variants (HyP-Adpt uses ReLU after its norms).
         init_weights: zero-initialise the up-projections so that the model equals SAM at init.
@@ -29,11 +30,15 @@ class HyPAdptConfig(PeftConfig):
         modules_to_save: other modules to train and save fully.
     """
 
-    r: int = field(default=64, metadata={"help": "Reduced length of HyP-Adpt (bottleneck and prompt width)."})
+    r: int = field(default=64, metadata={"help": "Reduced length of HyP-Adpt (bottleneck width)."})
     prompt_conditioning: str = field(
         default="hyper", metadata={"help": "How the prompt enters: 'hyper' (HyP-Adpt), 'add' or 'concat'."}
     )
     activation: str = field(default="relu", metadata={"help": "Activation of the 'add'/'concat' variants."})
+    hyper_dim: int | None = field(
+        default=None,
+        metadata={"help": "HyP-Adpt prompt embedding and inner layer width (r -> h -> h -> r); None: min(r, 64)."},
+    )
     init_weights: bool = field(
         default=True, metadata={"help": "Zero-init the up-projections so that the model equals SAM at init."}
     )
@@ -57,6 +62,12 @@ class HyPAdptConfig(PeftConfig):
         if self.activation not in ACTIVATIONS:
             raise ValueError(
                 f"HyPAdptConfig.activation={self.activation!r} is not supported; allowed: {sorted(ACTIVATIONS)}"
+            )
+        if self.hyper_dim is not None and (
+            isinstance(self.hyper_dim, bool) or not isinstance(self.hyper_dim, int) or self.hyper_dim <= 0
+        ):
+            raise ValueError(
+                f"HyPAdptConfig.hyper_dim must be a positive integer or None, got hyper_dim={self.hyper_dim!r}"
             )
         if isinstance(self.target_modules, (list, tuple, set)):
             self.target_modules = sorted(set(self.target_modules))

@@ -5,27 +5,29 @@ Every variant keeps the bottleneck of the plain adapter: a down-projection ``Lin
 back to ``d`` that is zero-initialised, so the adapter outputs exactly 0 at init. The prompt enters between them.
 
 The prompt embedding (``PromptEmbedding``, "projected and reduced"): the prompt tokens are SAM's sparse prompt
-embeddings, one d-wide token per click (the Fourier embedding of its (x, y) position plus the embedding of its label)
-and two per box (its XYXY corners). Each token is projected by ``P: Linear(d, r)`` and the projections are averaged
-over the prompt's tokens, giving ``e_prompt`` of width r per prompt. SAM embeds padding points (label -10) to exactly
-zero; those tokens are left out of the mean, so padding does not dilute the prompt.
+embeddings, one d-wide token per click (the Fourier embedding of its (x, y) position plus the embedding of its
+label) and two per box (its XYXY corners). Each token is projected by ``P: Linear(d, h)`` and the projections are
+averaged over the prompt's tokens, giving ``e_prompt`` of width h (``hyper_dim``; r for the add / concat variants).
+SAM embeds padding points (label -10) to exactly zero; those tokens are left out of the mean, so padding does not
+dilute the prompt.
 
 Variants (``MedSAConfig.prompt_conditioning``), for tokens ``x`` (..., T, d) and ``e = e_prompt`` (..., r):
 
 - ``"hyper"`` (``HyperPromptAdapter``, the paper's HyP-Adpt): ``e_0 = down(x)``;
-  ``e_{i+1} = ReLU(Norm(e_i W_i))`` for i = 0, 1, 2 with ``W_i = M_i(e)`` reshaped to (r, r), each ``M_i`` its own
-  MLP ``Linear(r, r) -> ReLU -> Linear(r, r * r)``, Norm a layer norm without affine parameters along the length
-  (feature) dimension; output ``up(e_3)``. L_in of the first layer is the adapter's reduced length r; L_out of the
-  last is the target length, r here, at which the zero-initialised up-projection takes over. The up-projection is
-  what makes the start exactly SAM: ending on ``ReLU(Norm(.))`` would need W_3 = 0 at init, where a layer norm of
-  a zero vector has gradients of order 1/sqrt(eps).
+  ``e_{i+1} = ReLU(Norm(e_i W_i))`` for i = 0, 1, 2 with ``W_i = M_i(e)`` reshaped to (L_in, L_out), each ``M_i``
+  its own MLP ``Linear(h, h) -> ReLU -> Linear(h, L_in * L_out)``, Norm a layer norm without affine parameters
+  along the length (feature) dimension; output ``up(e_3)``. L_in of the first layer is the adapter's reduced length
+  r; L_out of the last is the target length, r here, at which the zero-initialised up-projection takes over; the
+  inner length is ``hyper_dim`` (h, by default min(r, 64)), so the weights are (r x h), (h x h), (h x r) and, past
+  r = 64, the adapter grows linearly in r (the paper's Table 7a counts grow linearly too). e_prompt has width h.
+  The up-projection is what makes the start exactly SAM: ending on ``ReLU(Norm(.))`` would need W_3 = 0 at init,
+  where a layer norm of a zero vector has gradients of order 1/sqrt(eps).
 - ``"add"`` (``PromptAdditionAdapter``): ``up(act(down(x) + e))``.
 - ``"concat"`` (``PromptConcatAdapter``): ``up(act([down(x), e]))`` with ``up: Linear(2r, d)``.
 - ``"none"``: the plain ``BottleneckAdapter`` (no prompt).
 
 Each prompt weights only its own tokens: the leading dimensions of ``x`` and of the prompt tokens are (batch,
-point_batch) and all products are batched over them, so no sample or point-batch entry sees another's prompt.
-"""
+point_batch) and all products are batched over them, so no sample or point-batch entry sees another's prompt."""
 
 from __future__ import annotations
 
@@ -39,6 +41,8 @@ from ..adapter import ACTIVATIONS, BottleneckAdapter
 from ..medsa.config import PROMPT_CONDITIONINGS
 
 NUM_HYPER_LAYERS = 3
+DEFAULT_MAX_HYPER_DIM = 64
+"""``hyper_dim=None`` in the configs means ``min(r, DEFAULT_MAX_HYPER_DIM)``."""
 
 
 class PromptEmbedding(nn.Module):
@@ -67,11 +71,11 @@ class _PromptConditionedAdapter(nn.Module):
 
     needs_prompt = True
 
-    def __init__(self, hidden_size: int, r: int, up_in: int) -> None:
+    def __init__(self, hidden_size: int, r: int, up_in: int, prompt_width: int | None = None) -> None:
         super().__init__()
         self.r = r
         self.down = nn.Linear(hidden_size, r)
-        self.prompt_embedding = PromptEmbedding(hidden_size, r)
+        self.prompt_embedding = PromptEmbedding(hidden_size, prompt_width or r)
         self.up = nn.Linear(up_in, hidden_size)
 
     @torch.no_grad()
@@ -106,33 +110,39 @@ class HyperPromptAdapter(_PromptConditionedAdapter):
 
     Args:
         hidden_size: d, the token width (SAM decoder: 256).
-        r: the reduced length (bottleneck width) and the width of e_prompt.
+        r: the reduced length (bottleneck width): L_in of the first hyper layer and L_out of the last.
         zero_init: zero the up-projection so the adapter outputs 0 at init.
+        hyper_dim: h, the width of e_prompt and of the inner hyper layers. The generated weights are (r x h),
+            (h x h) and (h x r), each from its own MLP ``Linear(h, h) -> ReLU -> Linear(h, L_in * L_out)``, so the
+            adapter's size grows linearly in r.
 
     Shapes:
-        tokens (..., T, d) and prompt tokens (..., n, d) -> (..., T, d); ``hyper_weights``: e_prompt (..., r) ->
-        three (..., r, r) weights.
+        tokens (..., T, d) and prompt tokens (..., n, d) -> (..., T, d); ``hyper_weights``: e_prompt (..., h) ->
+        weights (..., r, h), (..., h, h), (..., h, r).
     """
 
-    def __init__(self, hidden_size: int, r: int, zero_init: bool = True) -> None:
-        super().__init__(hidden_size, r, up_in=r)
+    def __init__(self, hidden_size: int, r: int, zero_init: bool = True, hyper_dim: int = 64) -> None:
+        super().__init__(hidden_size, r, up_in=r, prompt_width=hyper_dim)
+        self.hyper_dim = hyper_dim
+        self.lengths = [(r, hyper_dim), (hyper_dim, hyper_dim), (hyper_dim, r)]
         # M_1..M_3: one weight generator per hyper layer
         self.hyper_mlps = nn.ModuleList(
-            nn.Sequential(nn.Linear(r, r), nn.ReLU(), nn.Linear(r, r * r)) for _ in range(NUM_HYPER_LAYERS)
+            nn.Sequential(nn.Linear(hyper_dim, hyper_dim), nn.ReLU(), nn.Linear(hyper_dim, l_in * l_out))
+            for l_in, l_out in self.lengths
         )
         self.reset_parameters(zero_init)
 
     def hyper_weights(self, prompt: torch.Tensor) -> list[torch.Tensor]:
-        """W_i = M_i(e_prompt) reshaped to (..., L_in, L_out) = (..., r, r), for i = 1, 2, 3."""
-        return [mlp(prompt).unflatten(-1, (self.r, self.r)) for mlp in self.hyper_mlps]
+        """W_i = M_i(e_prompt) reshaped to (..., L_in, L_out), for i = 1, 2, 3."""
+        return [mlp(prompt).unflatten(-1, shape) for mlp, shape in zip(self.hyper_mlps, self.lengths)]
 
     def hidden(self, hidden_states: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
         embedding = self.down(hidden_states)  # (..., T, r)
         lead, tokens = embedding.shape[:-2], embedding.shape[-2]
         embedding = embedding.reshape(-1, tokens, self.r)  # (N, T, r), N = prod(lead) prompts
-        for weight in self.hyper_weights(prompt):  # (..., r, r), one per prompt
+        for weight, (l_in, l_out) in zip(self.hyper_weights(prompt), self.lengths):  # one weight per prompt
             # bmm on explicit (N, ., .) shapes: matmul's handling of batch dimensions depends on requires_grad
-            embedding = F.relu(F.layer_norm(torch.bmm(embedding, weight.reshape(-1, self.r, self.r)), (self.r,)))
+            embedding = F.relu(F.layer_norm(torch.bmm(embedding, weight.reshape(-1, l_in, l_out)), (l_out,)))
         return embedding.reshape(*lead, tokens, self.r)
 
 
@@ -162,7 +172,12 @@ class PromptConcatAdapter(_PromptConditionedAdapter):
 
 
 def build_slot_adapter(
-    prompt_conditioning: str, hidden_size: int, r: int, activation: str = "relu", zero_init: bool = True
+    prompt_conditioning: str,
+    hidden_size: int,
+    r: int,
+    activation: str = "relu",
+    zero_init: bool = True,
+    hyper_dim: int = 64,
 ) -> nn.Module:
     """The adapter of the decoder's first slot for ``prompt_conditioning`` in ``("hyper", "add", "concat", "none")``.
 
@@ -177,7 +192,7 @@ def build_slot_adapter(
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation={activation!r} is not supported; expected one of {sorted(ACTIVATIONS)}")
     if prompt_conditioning == "hyper":
-        return HyperPromptAdapter(hidden_size, r, zero_init=zero_init)
+        return HyperPromptAdapter(hidden_size, r, zero_init=zero_init, hyper_dim=hyper_dim)
     if prompt_conditioning == "add":
         return PromptAdditionAdapter(hidden_size, r, activation=activation, zero_init=zero_init)
     if prompt_conditioning == "concat":

@@ -28,7 +28,7 @@ from torch import nn
 
 from ...prompt_checks import EMPTY_PROMPT_ERROR
 from ..medsa.layer import BASE_ADAPTER_NAME, MedSALayer, infer_hidden_size, rows_per_sample
-from .hyper_prompt_adapter import build_slot_adapter, needs_prompt
+from .hyper_prompt_adapter import DEFAULT_MAX_HYPER_DIM, build_slot_adapter, needs_prompt
 
 
 class HyperPromptLayer(MedSALayer):
@@ -53,6 +53,7 @@ class HyperPromptLayer(MedSALayer):
         activation: str = "relu",
         init_weights: bool = True,
         prompt_conditioning: str = "hyper",
+        hyper_dim: int = 64,
     ) -> None:
         # MedSALayer.__init__ creates plain bottlenecks; this layer sets up the same attributes with its own adapters
         nn.Module.__init__(self)
@@ -66,7 +67,7 @@ class HyperPromptLayer(MedSALayer):
         self.merged_adapters = []
         self._prompt_tokens: torch.Tensor | None = None
         self._hook_handles: list = []
-        self.update_layer(adapter_name, r, activation, init_weights, prompt_conditioning)
+        self.update_layer(adapter_name, r, activation, init_weights, prompt_conditioning, hyper_dim)
         self.attach_prompt_hooks(block)
 
     def update_layer(
@@ -76,10 +77,13 @@ class HyperPromptLayer(MedSALayer):
         activation: str = "relu",
         init_weights: bool = True,
         prompt_conditioning: str = "none",
+        hyper_dim: int = 64,
         **kwargs: Any,
     ) -> None:
         """Creates adapter ``adapter_name`` (``prompt_conditioning`` picks its kind) on the norm's device and dtype."""
-        adapter = build_slot_adapter(prompt_conditioning, self.hidden_size, r, activation, zero_init=init_weights)
+        adapter = build_slot_adapter(
+            prompt_conditioning, self.hidden_size, r, activation, zero_init=init_weights, hyper_dim=hyper_dim
+        )
         reference = next(self.base_layer.parameters(), None)
         if reference is not None:
             dtype = reference.dtype if reference.dtype.is_floating_point else None
@@ -179,7 +183,7 @@ def create_or_update_hyper_layer(
 
     Returns the new wrapper when ``target`` is still SAM's norm, ``None`` when it already was a ``HyperPromptLayer``
     (the adapter is added in place). ``config`` provides ``r``, ``activation``, ``init_weights`` and
-    ``prompt_conditioning``.
+    ``prompt_conditioning`` and ``hyper_dim``.
 
     Raises:
         TypeError: ``target`` already holds plain Med-SA adapters of another role.
@@ -189,6 +193,7 @@ def create_or_update_hyper_layer(
         "activation": config.activation,
         "init_weights": config.init_weights,
         "prompt_conditioning": config.prompt_conditioning,
+        "hyper_dim": config.hyper_dim or min(config.r, DEFAULT_MAX_HYPER_DIM),
     }
     if isinstance(target, HyperPromptLayer):
         target.update_layer(adapter_name, **kwargs)

@@ -34,6 +34,9 @@ class MedSAConfig(PeftConfig):
         prompt_conditioning: how the first decoder adapter uses the prompt (section 4, Table 5): ``"hyper"``
             (HyP-Adpt, default), ``"add"``, ``"concat"``, or ``"none"`` (a plain adapter there). With a prompt-
             conditioned adapter every call needs a point or box prompt.
+        hyper_dim: width h of HyP-Adpt's prompt embedding and inner hyper layers: the three generated weights are
+            (r x h), (h x h) and (h x r). ``None`` means min(r, 64): h = r up to r = 64, then fixed, so that the size
+            grows linearly in r for large r.
         init_weights: ``True`` zero-initialises the up-projections so that the model equals SAM at init; ``False``
             initialises them randomly (for tests).
         target_modules: override of the modules to adapt, for SAM-like models with other module names: a regex
@@ -68,6 +71,10 @@ class MedSAConfig(PeftConfig):
     prompt_conditioning: str = field(
         default="hyper",
         metadata={"help": "First decoder adapter: 'hyper' (HyP-Adpt), 'add', 'concat' or 'none' (Table 5)."},
+    )
+    hyper_dim: int | None = field(
+        default=None,
+        metadata={"help": "HyP-Adpt prompt embedding and inner layer width (r -> h -> h -> r); None: min(r, 64)."},
     )
     init_weights: bool = field(
         default=True, metadata={"help": "Zero-init the up-projections so that the model equals SAM at init."}
@@ -113,6 +120,12 @@ class MedSAConfig(PeftConfig):
             if any(i < 0 for i in layers):
                 raise ValueError(f"MedSAConfig.encoder_layers must be >= 0, got {self.encoder_layers!r}")
             self.encoder_layers = sorted(set(layers))
+        if self.hyper_dim is not None and (
+            isinstance(self.hyper_dim, bool) or not isinstance(self.hyper_dim, int) or self.hyper_dim <= 0
+        ):
+            raise ValueError(
+                f"MedSAConfig.hyper_dim must be a positive integer or None, got hyper_dim={self.hyper_dim!r}"
+            )
         if isinstance(self.target_modules, (list, tuple, set)):
             self.target_modules = sorted(set(self.target_modules))
         if self.prompt_conditioning not in PROMPT_CONDITIONINGS:
