@@ -42,6 +42,28 @@ def tiny_sam_config(**vision_overrides):
     )
 
 
+def tiny_lite_medsam_config(**vision_overrides):
+    """A 32 px LiteMedSAM: TinyViT stages 8/16/24 wide (windows 7/7/5, padded), 32-wide prompt encoder and decoder."""
+    from peft_medsa.backbones import LiteMedSamConfig
+
+    vision = dict(
+        image_size=32,
+        embed_dims=(8, 16, 24),
+        depths=(1, 1, 1),
+        num_heads=(1, 2, 3),
+        window_sizes=(7, 7, 5),
+        downsample_strides=(2, 1),
+        output_channels=32,
+        num_pos_feats=16,
+    )
+    vision.update(vision_overrides)
+    return LiteMedSamConfig(
+        vision_config=vision,
+        prompt_encoder_config=dict(image_size=32, patch_size=2, hidden_size=32),
+        mask_decoder_config=dict(hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32),
+    )
+
+
 def tiny_sam(seed: int = 0, **vision_overrides):
     """A tiny random ``SamModel`` in eval mode; rel-pos and positional weights randomised so they matter."""
     from transformers import SamModel
@@ -64,6 +86,21 @@ def tiny_inputs(batch: int = 2, seed: int = 1) -> dict[str, torch.Tensor]:
         "input_boxes": boxes[:batch].clone() if batch <= 3 else boxes[:1].repeat(batch, 1, 1),
         "multimask_output": False,
     }
+
+
+@pytest.fixture
+def fresh_accelerate():
+    """One torch thread (the machine is shared) and a fresh accelerate state around a test."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ from peft_medsa.evaluation import EvaluationResult, evaluate_model, sam_predict_
 from peft_medsa.metrics import compute_hd95
 from peft_medsa.prompts import Prompt
 
+from conftest import tiny_sam_config
+
 
 def label_at_prompt(image: np.ndarray, prompt: Prompt) -> int:
     """Label under the first click, or the most common non-zero label in the box (images encode their labels)."""
@@ -165,30 +167,10 @@ class TestEvaluationResultOutputs:
 
 
 def tiny_sam_model():
-    from transformers import SamConfig, SamModel
+    from transformers import SamModel
 
-    config = SamConfig(
-        vision_config=dict(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=64,
-            patch_size=8,
-            mlp_dim=64,
-            output_channels=32,
-            global_attn_indexes=[1],
-            window_size=4,
-            num_pos_feats=16,  # the shared positional embedding is 2 * num_pos_feats = hidden_size wide
-            initializer_range=0.02,
-        ),
-        prompt_encoder_config=dict(hidden_size=32, image_size=64, patch_size=8),
-        mask_decoder_config=dict(
-            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_dim=64, iou_head_hidden_dim=32
-        ),
-        initializer_range=0.02,
-    )
     torch.manual_seed(0)
-    return SamModel(config).eval()
+    return SamModel(tiny_sam_config(window_size=4)).eval()
 
 
 def manual_forward(model, image: np.ndarray, prompt: Prompt) -> np.ndarray:

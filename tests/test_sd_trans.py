@@ -19,7 +19,7 @@ from peft_medsa import MedSAConfig, SDTransConfig
 from peft_medsa.inference.volume import chunk_starts, segment_volume
 from peft_medsa.tuners.sd_trans import SpaceDepthAttention, VolumeLayout
 
-from conftest import tiny_sam
+from conftest import tiny_lite_medsam_config, tiny_sam
 
 FUSIONS = ("add", "concat", "cross_attention")
 
@@ -220,20 +220,7 @@ def test_sdtrans_peft_type_round_trip(tmp_path):
 def test_tiny_vit_backbone():
     """SD-Trans on LiteMedSAM's TinyViT: identity at init, and head-major qkv split checked against a loop."""
     lite = pytest.importorskip("peft_medsa.backbones")
-    config = lite.LiteMedSamConfig(
-        vision_config=dict(
-            image_size=32,
-            embed_dims=(8, 16, 24),
-            depths=(1, 1, 1),
-            num_heads=(1, 2, 3),
-            window_sizes=(7, 7, 5),
-            downsample_strides=(2, 1),
-            output_channels=32,
-            num_pos_feats=16,
-        ),
-        prompt_encoder_config=dict(image_size=32, patch_size=2, hidden_size=32),
-        mask_decoder_config=dict(hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32),
-    )
+    config = tiny_lite_medsam_config()
     torch.manual_seed(0)
     base = lite.LiteMedSamModel(config).eval()
     inputs = {"pixel_values": torch.randn(4, 3, 32, 32), "input_boxes": torch.tensor([[[2.0, 3, 20, 25]]] * 4)}

@@ -30,20 +30,7 @@ from test_training_utils import tiny_peft_model, toy_samples, trainable_state
 
 from conftest import tiny_inputs, tiny_sam, tiny_sam_config
 
-
-@pytest.fixture(autouse=True)
-def one_thread_fresh_accelerate():
-    """One torch thread (the machine is shared) and a fresh accelerate state per test."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("fresh_accelerate")
 
 
 def config(tmp_path: Path, **overrides) -> TrainingConfig:

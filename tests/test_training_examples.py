@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from peft_medsa.data.io import DataLayoutError
@@ -20,17 +19,7 @@ from conftest import REPO_ROOT, tiny_sam
 EXAMPLES = REPO_ROOT / "examples"
 
 
-@pytest.fixture(autouse=True)
-def one_thread_fresh_accelerate():
-    from accelerate.state import AcceleratorState, GradientState
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("fresh_accelerate")
 
 
 def fake_isic_2017(root: Path) -> Path:
