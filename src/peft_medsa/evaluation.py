@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .data.labels import LabelSpec, spec_for_label_names
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, compute_resize, model_pixels
 from .metrics import METRIC_NAMES, compute_dice, compute_hd95, compute_iou
 from .prompts import Prompt, make_prompt, slice_prompts
@@ -148,18 +149,26 @@ def _write(path: str | Path, columns: Sequence[str], rows: list[dict]) -> Path:
     return path
 
 
-def _classes(mask: np.ndarray, label_names: Mapping[int, str] | Sequence[str] | None) -> dict[int, str]:
-    """Label value -> class name; label 0 is background and never evaluated."""
-    if label_names is None:
-        values = [int(v) for v in np.unique(mask) if v != 0]
-        if set(values) <= {1}:
-            return {1: "foreground"}
-        return {v: str(v) for v in values}
-    if isinstance(label_names, Mapping):
-        items = ((int(k), str(v)) for k, v in label_names.items())
-    else:
-        items = ((i, str(name)) for i, name in enumerate(label_names))
-    return {k: v for k, v in items if k != 0}
+def _targets(mask: np.ndarray, label_names, labels: LabelSpec | None) -> dict[str, tuple[int, ...]]:
+    """Evaluated target name -> the label ids it unites; background (0) is never a target.
+
+    ``labels`` (a benchmark's :class:`~peft_medsa.data.labels.LabelSpec`) wins; else the spec that ``label_names``
+    come from (:func:`~peft_medsa.data.labels.spec_for_label_names`: the benchmark regions when they are a
+    benchmark's names); else a binary mask is ``"foreground"`` and a label map has one target per non-zero value.
+    """
+    if labels is None and label_names is not None:
+        labels = spec_for_label_names(label_names)
+    if labels is not None:
+        return labels.targets()
+    values = [int(v) for v in np.unique(mask) if v != 0]
+    if set(values) <= {1}:
+        return {"foreground": (1,)}
+    return {str(v): (v,) for v in values}
+
+
+def _target_key(name: str, ids: tuple[int, ...]) -> int:
+    """The per-target part of the prompt seed: the label id of a single-id target, a name hash for a region."""
+    return ids[0] if len(ids) == 1 else zlib.crc32(name.encode()) & 0x7FFFFFFF
 
 
 def _check_prediction(pred: np.ndarray, shape: tuple[int, ...], case_id: str) -> np.ndarray:
@@ -189,6 +198,7 @@ def evaluate_model(
     seed: int = 0,
     label_names: Mapping[int, str] | Sequence[str] | None = None,
     show_progress: bool = True,
+    labels: LabelSpec | None = None,
 ) -> EvaluationResult:
     """Runs the prompted evaluation protocol (module docstring) and collects per-case scores.
 
@@ -202,9 +212,12 @@ def evaluate_model(
         seed: Non-negative seed of the first repeat; repeat ``k`` uses ``seed + k``. The prompt generator of a case
             is seeded by ``(seed + k, crc32(case_id), label)``, so it does not depend on the sample order.
         label_names: Class names of label maps: a sequence indexed by label value, or ``{value: name}``; label 0 is
-            background. Overrides a sample's ``label_names``. Without either, a binary mask is one class
-            ``"foreground"`` and other label maps use their non-zero values as names.
+            background. Overrides a sample's ``label_names``. Names equal to a benchmark's (every builder stores
+            them) select that benchmark's targets (REFUGE2: optic disc = rim + cup, optic cup; BraTS: WT, TC, ET;
+            :meth:`~peft_medsa.data.labels.LabelSpec.targets`), the same targets training uses. Without names, a
+            binary mask is one class ``"foreground"`` and other label maps use their non-zero values as names.
         show_progress: Show a tqdm progress bar over samples.
+        labels: The benchmark's :class:`~peft_medsa.data.labels.LabelSpec`; overrides any names.
 
     Returns:
         The :class:`EvaluationResult` with one record per case, present class and repeat.
@@ -226,12 +239,12 @@ def evaluate_model(
         image = np.asarray(sample["image"])
         spacing = sample.get("spacing")
         names = label_names if label_names is not None else sample.get("label_names")
-        for label, name in _classes(mask, names).items():
-            target = mask == label
+        for name, ids in _targets(mask, names, labels).items():
+            target = np.isin(mask, ids)
             if not target.any():
                 continue
             for k, repeat_seed in enumerate(seeds):
-                rng = np.random.default_rng([repeat_seed, zlib.crc32(case_id.encode()), label])
+                rng = np.random.default_rng([repeat_seed, zlib.crc32(case_id.encode()), _target_key(name, ids)])
                 pred = _predict_case(predict_fn, image, target, setting, rng, case_id)
                 result.records.append(
                     {

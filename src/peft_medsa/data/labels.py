@@ -144,6 +144,29 @@ BENCHMARK_LABELS: Mapping[str, LabelSpec] = MappingProxyType(
 """Benchmark name -> its `LabelSpec`."""
 
 
+def spec_for_label_names(label_names: Mapping[int, str] | list[str] | tuple[str, ...]) -> LabelSpec:
+    """The `LabelSpec` that a sample's ``label_names`` come from.
+
+    Builders store ``spec.names_by_id()`` in every sample; names equal to a benchmark's give that benchmark's spec,
+    hence its evaluated regions (REFUGE2: optic disc = rim + cup and optic cup; BraTS: WT, TC, ET). Other names (a
+    user's folder) give one target per named class.
+
+    Args:
+        label_names: Names indexed by id (``""`` for unused ids), or ``{id: name}``; id 0 is background.
+    """
+    if isinstance(label_names, Mapping):
+        names = [""] * (max((int(k) for k in label_names), default=0) + 1)
+        for k, v in label_names.items():
+            names[int(k)] = str(v)
+        names[0] = "background"
+    else:
+        names = [str(n) for n in label_names]
+    for spec in BENCHMARK_LABELS.values():
+        if spec.names_by_id() == names:
+            return spec
+    return spec_from_names("custom", names)
+
+
 def get_labels(benchmark: str) -> LabelSpec:
     """The `LabelSpec` of a benchmark by name (case-insensitive); raises `KeyError` listing the known names."""
     try:

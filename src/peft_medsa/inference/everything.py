@@ -254,7 +254,7 @@ def evaluate_everything(
     Returns:
         An ``EvaluationResult`` with ``setting="everything"`` and one repeat.
     """
-    from ..evaluation import EvaluationResult, _classes
+    from ..evaluation import EvaluationResult, _targets
     from ..metrics import compute_dice, compute_hd95, compute_iou
 
     result = EvaluationResult(setting="everything", seeds=[seed])
@@ -266,8 +266,8 @@ def evaluate_everything(
         mask, image = np.asarray(mask), np.asarray(sample["image"])
         names = label_names if label_names is not None else sample.get("label_names")
         cache: dict[int, list[Instance]] = {}
-        for label, name in _classes(mask, names).items():
-            target = mask == label
+        for name, ids in _targets(mask, names, None).items():
+            target = np.isin(mask, ids)
             if not target.any():
                 continue
             if target.ndim == 2:

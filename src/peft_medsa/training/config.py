@@ -11,7 +11,7 @@ from typing import Any
 NORMALIZE = ("imagenet", "minmax")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
-BOOKKEEPING_FIELDS = ("output_dir", "resume", "overwrite", "show_progress")
+BOOKKEEPING_FIELDS = ("output_dir", "resume", "overwrite", "show_progress", "cache_frozen_encoder", "cache_megabytes")
 """Fields that may differ between a run and its resume (they change no number of the training)."""
 
 
@@ -46,6 +46,11 @@ class TrainingConfig:
         save_every: ``accelerator.save_state`` every this many steps; ``0``: never.
         keep_checkpoints: How many of the newest step checkpoints to keep (at least 1).
         log_every: Write a training row to the metrics log every this many steps.
+        cache_frozen_encoder: Compute the frozen front of the image encoder (everything before the first block with
+            trainable parameters; the whole encoder when only the decoder trains) once per training case and reuse it
+            (:class:`peft_medsa.training.frozen_prefix.FrozenPrefixCache`); same numbers, cheaper steps. Single
+            process only (ignored under DDP / FSDP).
+        cache_megabytes: Memory budget of that cache; cases beyond it are recomputed at each step.
         seed: Seed of the data order, the prompts and torch / numpy / python RNGs.
         cpu: Force CPU even where CUDA is available.
         resume: Continue from the latest checkpoint of ``output_dir`` (which must be a run of the same config).
@@ -74,6 +79,8 @@ class TrainingConfig:
     save_every: int = field(default=0, metadata={"help": "Checkpoint every N steps; 0: never."})
     keep_checkpoints: int = field(default=2, metadata={"help": "Newest step checkpoints kept."})
     log_every: int = field(default=1, metadata={"help": "Metrics-log row every N steps."})
+    cache_frozen_encoder: bool = field(default=True, metadata={"help": "Cache the frozen front of the encoder."})
+    cache_megabytes: float = field(default=2048.0, metadata={"help": "Memory budget of the frozen-prefix cache."})
     seed: int = field(default=0, metadata={"help": "Seed of data order, prompts and RNGs."})
     cpu: bool = field(default=False, metadata={"help": "Force CPU."})
     resume: bool = field(default=False, metadata={"help": "Continue from the latest checkpoint."})

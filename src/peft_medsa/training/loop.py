@@ -39,6 +39,7 @@ from .checkpoints import (
     save_checkpoint,
 )
 from .config import TrainingConfig
+from .frozen_prefix import FrozenPrefixCache
 from .inputs import model_input_size, prepare_sample, start_prompts
 from .logs import MetricsLog
 from .losses import dice_bce_loss
@@ -236,13 +237,18 @@ class MedSATrainer:
         low = outputs.pred_masks[:, 0, :1].float()
         return F.interpolate(low, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)[:, 0]
 
+    def _embeddings(self, unwrapped, indices: list[int], pixels: torch.Tensor) -> torch.Tensor:
+        """Image embeddings of the batch, through the frozen-prefix cache when there is one."""
+        if self.prefix_cache is not None:
+            return self.prefix_cache.image_embeddings(indices, pixels)
+        return unwrapped.get_image_embeddings(pixels)
+
     @torch.no_grad()
-    def _simulate_clicks(self, accelerator, unwrapped, pixels, masks, sizes, prompts, n_clicks: int):
+    def _simulate_clicks(self, accelerator, embeddings, unwrapped, masks, sizes, prompts, n_clicks: int):
         """Adds ``n_clicks`` corrective clicks, one per round, in the error region of the current prediction."""
         with accelerator.autocast():
-            embeddings = unwrapped.get_image_embeddings(pixels)
             for _ in range(n_clicks):
-                inputs = collate_prompts(prompts, device=pixels.device)
+                inputs = collate_prompts(prompts, device=embeddings.device)
                 preds = (self._logits(unwrapped(image_embeddings=embeddings, **inputs, multimask_output=False)) > 0)
                 preds = preds.cpu().numpy()
                 prompts = [
@@ -312,6 +318,9 @@ class MedSATrainer:
         log = MetricsLog(self.output_dir)
         rank, world, accum = accelerator.process_index, accelerator.num_processes, cfg.gradient_accumulation_steps
         unwrapped = accelerator.unwrap_model(model)
+        # The frozen front of the encoder, once per case; DDP / FSDP need the whole forward inside the wrapped model.
+        self.prefix_cache = (FrozenPrefixCache.build(unwrapped, cfg.cache_megabytes)
+                             if cfg.cache_frozen_encoder and world == 1 else None)
         bar = tqdm(total=cfg.max_steps, initial=step, desc="train Med-SA",
                    disable=not (cfg.show_progress and accelerator.is_main_process))
         while step < cfg.max_steps:
@@ -325,13 +334,22 @@ class MedSATrainer:
                 rng = np.random.default_rng([cfg.seed, micro, rank])
                 prompts = start_prompts(masks, rng, cfg.initial_clicks, cfg.box_probability, cfg.box_iou)
                 n_clicks = int(rng.integers(0, cfg.max_corrective_clicks + 1))
+                frozen_embeddings = None
                 if n_clicks:
-                    prompts = self._simulate_clicks(accelerator, unwrapped, pixels, masks, sizes, prompts, n_clicks)
+                    with torch.no_grad(), accelerator.autocast():
+                        frozen_embeddings = self._embeddings(unwrapped, indices, pixels)
+                    prompts = self._simulate_clicks(accelerator, frozen_embeddings, unwrapped, masks, sizes, prompts,
+                                                    n_clicks)
                 target = torch.from_numpy(np.stack(masks)).to(accelerator.device)
                 with accelerator.accumulate(model):
                     with accelerator.autocast():
-                        outputs = model(pixel_values=pixels, **collate_prompts(prompts, accelerator.device),
-                                        multimask_output=False)
+                        prompt_inputs = collate_prompts(prompts, accelerator.device)
+                        if self.prefix_cache is None:
+                            outputs = model(pixel_values=pixels, **prompt_inputs, multimask_output=False)
+                        else:
+                            cached = self.prefix_cache.caches_embeddings and frozen_embeddings is not None
+                            embeddings = frozen_embeddings if cached else self._embeddings(unwrapped, indices, pixels)
+                            outputs = model(image_embeddings=embeddings, **prompt_inputs, multimask_output=False)
                     loss = dice_bce_loss(self._logits(outputs), target)
                     everywhere = accelerator.gather(loss.detach().reshape(1))
                     if not torch.isfinite(everywhere).all():
