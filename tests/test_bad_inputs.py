@@ -270,3 +270,11 @@ def test_refused_reload_keeps_the_existing_adapter(files, two_adapters):
     assert before.keys() == after.keys() and all(torch.equal(before[n], after[n]) for n in before)
     assert sorted(two_adapters.peft_config) == ["b", "default"]
     assert not any(".c." in n for n in two_adapters.state_dict())
+
+
+def test_documented_suffix_target_adapts_the_blocks_norms_and_skips_the_neck():
+    model = get_peft_model(tiny_sam(), peft_medsa.MedSAConfig(r=2, target_modules=["layer_norm1"], init_weights=False))
+    wrapped = {n for n, m in model.named_modules() if isinstance(m, peft_medsa.tuners.medsa.layer.MedSALayer)}
+    assert any(n.endswith("vision_encoder.layers.0.layer_norm1") for n in wrapped)
+    assert not any(".neck." in n or ".mask_embed." in n for n in wrapped)
+    assert torch.isfinite(forward(model, 2).pred_masks).all()
