@@ -61,6 +61,8 @@ def files(tmp_path_factory) -> Files:
     first = sorted(tensors)[0]
     tensors[first.replace("medsa_adapter", "medsa_adaptor")] = tensors.pop(first)
     save_file(tensors, str(root / "renamed" / "adapter_model.safetensors"))
+    (root / "no-weights").mkdir()
+    shutil.copy(root / "adapter" / "adapter_config.json", root / "no-weights")
     shutil.copytree(root / "adapter", root / "missing")
     tensors = load_file(str(weights))
     tensors.pop(sorted(tensors)[-1])
@@ -148,6 +150,8 @@ CASES: dict[str, Case] = {
     # save / load
     "load truncated weights": Case(lambda f, m: PeftModel.from_pretrained(tiny_sam(), f.path("truncated")),
                                    AdapterLoadError, "truncated or corrupt adapter weights"),
+    "load without weights file": Case(lambda f, m: PeftModel.from_pretrained(tiny_sam(), f.path("no-weights")),
+                                      AdapterLoadError, "no-weights: no adapter weights"),
     "load renamed tensor": Case(lambda f, m: PeftModel.from_pretrained(tiny_sam(), f.path("renamed")),
                                 AdapterLoadError, "does not match the adapter it configures (1 missing tensor(s)"),
     "load missing tensor": Case(lambda f, m: PeftModel.from_pretrained(tiny_sam(), f.path("missing")),
@@ -246,7 +250,7 @@ def _snapshot(model: torch.nn.Module) -> tuple:
     )
 
 
-@pytest.mark.parametrize("folder", ["truncated", "renamed", "missing"])
+@pytest.mark.parametrize("folder", ["truncated", "no-weights", "renamed", "missing"])
 def test_refused_from_pretrained_leaves_the_sam_model_exactly_as_it_was(files, folder):
     sam = tiny_sam()
     modules, params, had_config = _snapshot(sam)

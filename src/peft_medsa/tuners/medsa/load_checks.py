@@ -45,7 +45,7 @@ def _safetensors_problem(path: Path) -> str | None:
 
 
 def check_weights_file(source: Any, subfolder: str | None = None) -> None:
-    """Refuses a local adapter folder whose weights file is truncated or corrupt; Hub ids are left to PEFT.
+    """Refuses a local adapter folder whose weights file is missing, truncated or corrupt; Hub ids are left to PEFT.
 
     Raises:
         AdapterLoadError: naming the file and what is wrong with it.
@@ -70,6 +70,7 @@ def check_weights_file(source: Any, subfolder: str | None = None) -> None:
         if problem:
             raise AdapterLoadError(f"{path}: truncated or corrupt adapter weights ({problem}); nothing was loaded")
         return
+    raise AdapterLoadError(f"{folder}: no adapter weights ({' or '.join(WEIGHTS_NAMES)}); nothing was loaded")
 
 
 def discard_failed_adapter(tuner: Any, adapter_name: str) -> None:
