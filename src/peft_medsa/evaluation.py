@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from .data.labels import LabelSpec, spec_for_label_names
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, compute_resize, model_pixels
 from .metrics import METRIC_NAMES, compute_dice, compute_hd95, compute_iou
+from .metrics.mask_checks import check_mask_values
 from .prompts import Prompt, make_prompt, slice_prompts
 
 __all__ = [
@@ -172,7 +173,7 @@ def _target_key(name: str, ids: tuple[int, ...]) -> int:
 
 
 def _check_prediction(pred: np.ndarray, shape: tuple[int, ...], case_id: str) -> np.ndarray:
-    pred = np.asarray(pred)
+    pred = check_mask_values(pred, f"predict_fn's mask for case {case_id!r}")
     if pred.shape != shape:
         raise ValueError(f"predict_fn returned shape {pred.shape} for case {case_id!r}, expected {shape}")
     return pred.astype(bool)

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from .finite import require_finite
+
 __all__ = [
     "SETTINGS",
     "Prompt",
@@ -73,14 +75,14 @@ class Prompt:
     box: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        self.points = np.asarray(self.points, dtype=np.float32).reshape(-1, 2)
+        self.points = require_finite(self.points, "Prompt points").astype(np.float32).reshape(-1, 2)
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
         if len(self.labels) != len(self.points):
             raise ValueError(f"Prompt has {len(self.points)} points but {len(self.labels)} labels")
         if not np.isin(self.labels, (0, 1)).all():
             raise ValueError(f"Prompt labels must be 1 (positive) or 0 (negative), got {self.labels.tolist()}")
         if self.box is not None:
-            self.box = np.asarray(self.box, dtype=np.float32).reshape(-1)
+            self.box = require_finite(self.box, "Prompt box").astype(np.float32).reshape(-1)
             if self.box.shape != (4,) or self.box[2] < self.box[0] or self.box[3] < self.box[1]:
                 raise ValueError(f"Prompt box must be XYXY with x0 <= x1 and y0 <= y1, got {self.box.tolist()}")
 
@@ -100,7 +102,7 @@ class Prompt:
 
     def scale(self, scale_x: float, scale_y: float) -> Prompt:
         """Maps the prompt to a resized image: ``x * scale_x``, ``y * scale_y`` (as SAM's ``apply_coords``)."""
-        factors = np.array([scale_x, scale_y], dtype=np.float32)
+        factors = require_finite([scale_x, scale_y], "Prompt.scale factors").astype(np.float32)
         box = None if self.box is None else self.box * np.tile(factors, 2)
         return Prompt(self.points * factors, self.labels.copy(), box)
 
@@ -197,6 +199,7 @@ def positive_points(mask: np.ndarray, n: int, rng: RngLike, min_distance: float 
     Raises:
         ValueError: If the mask is empty or not 2D.
     """
+    require_finite(min_distance, "positive_points min_distance")
     mask = _foreground(mask, "positive_points")
     depth = _depth(mask).ravel()
     candidates = np.flatnonzero(depth >= min(min_distance, depth.max()))
@@ -220,6 +223,8 @@ def negative_points(mask: np.ndarray, n: int, rng: RngLike, max_distance: float 
     Raises:
         ValueError: If the mask is not 2D or has no background pixels (within ``max_distance``).
     """
+    if max_distance is not None:
+        require_finite(max_distance, "negative_points max_distance")
     mask = np.asarray(mask).astype(bool)
     if mask.ndim != 2:
         raise ValueError(f"negative_points needs a 2D (H, W) mask, got shape {mask.shape}")

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .pixel_checks import check_finite_pixels, check_single_frame
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".tif", ".tiff", ".bmp")
 """File suffixes read by `read_image` and `read_mask` (case-insensitive)."""
 
@@ -103,6 +105,7 @@ def _open_pil(path: Path):
             f"{path}: cannot decode as an image ({type(err).__name__}: {err}); expected a complete "
             f"{'/'.join(s.lstrip('.').upper() for s in IMAGE_SUFFIXES)} file"
         ) from err
+    check_single_frame(pil, path)
     return pil
 
 
@@ -129,10 +132,11 @@ def read_image(path: str | Path) -> np.ndarray:
     Raises:
         MissingFileError: the file does not exist.
         UnreadableFileError: the file cannot be decoded.
+        DataLayoutError: several frames (animated GIF, multi-page TIFF), or NaN / inf pixels in a float image.
     """
     pil = _open_pil(Path(path))
     if pil.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        grey = _rescale_to_uint8(np.asarray(pil))
+        grey = _rescale_to_uint8(check_finite_pixels(np.asarray(pil), path))
         return np.repeat(grey[..., None], 3, axis=-1)
     return np.asarray(pil.convert("RGB"), dtype=np.uint8)
 
@@ -215,6 +219,7 @@ def read_nifti(path: str | Path, *, canonical: bool = False) -> Volume:
     Raises:
         MissingFileError: the file does not exist.
         UnreadableFileError: the file is truncated, corrupt or not NIfTI.
+        DataLayoutError: NaN or infinite voxels (which would turn any normalisation into a constant).
     """
     import nibabel as nib
 
@@ -230,7 +235,7 @@ def read_nifti(path: str | Path, *, canonical: bool = False) -> Volume:
         ) from err
     zooms = [float(z) for z in image.header.get_zooms()[:3]] + [1.0] * 3
     return Volume(
-        array=_dhw_from_xyz(np.asarray(data), path),
+        array=_dhw_from_xyz(check_finite_pixels(np.asarray(data), path), path),
         affine=np.asarray(image.affine, dtype=np.float64),
         spacing=(zooms[2], zooms[1], zooms[0]),
         path=path,

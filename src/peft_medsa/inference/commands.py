@@ -19,6 +19,7 @@ import numpy as np
 
 from ..data.io import is_nifti_file
 from ..prompts import Prompt
+from .arg_checks import check_evaluate_args, check_predict_args
 
 __all__ = ["UserError", "load_model", "parse_numbers", "run_evaluate", "run_predict"]
 
@@ -133,6 +134,7 @@ def run_predict(args: argparse.Namespace) -> str:
     """``peft-medsa predict``: returns a one-line summary; raises `UserError` on bad input before writing."""
     from .predictor import MedSAPredictor
 
+    check_predict_args(args)
     image_path = Path(args.image)
     if not image_path.exists():
         raise UserError(f"--image {image_path}: no such file or folder")
@@ -324,6 +326,7 @@ def run_evaluate(args: argparse.Namespace) -> str:
     """``peft-medsa evaluate``: per-case CSV at ``--out`` and the summary at ``<out stem>_summary.csv``."""
     from .predictor import MedSAPredictor
 
+    check_evaluate_args(args)
     out = Path(args.out)
     if out.suffix.lower() != ".csv":
         raise UserError(f"--out {out}: expected a .csv path")

@@ -34,10 +34,12 @@ def _spacing_tuple(spacing: float | Sequence[float] | None, ndim: int) -> tuple[
     if spacing is None:
         return (1.0,) * ndim
     if np.isscalar(spacing):
-        return (float(spacing),) * ndim
+        return _spacing_tuple((float(spacing),) * ndim, ndim)
     spacing = tuple(float(s) for s in spacing)
     if len(spacing) != ndim:
         raise ValueError(f"spacing must have one value per spatial axis ({ndim}), got {spacing}")
+    if not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise ValueError(f"spacing must be finite and > 0 on every axis (voxel size), got {spacing}")
     return spacing
 
 

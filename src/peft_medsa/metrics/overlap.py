@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .mask_checks import check_mask_values
+
 __all__ = ["binary_masks", "compute_dice", "compute_iou"]
 
 
@@ -32,10 +34,10 @@ def binary_masks(pred: np.ndarray, gt: np.ndarray, label: int | None = None) -> 
         Two boolean arrays of the input shape.
 
     Raises:
-        ValueError: If the shapes differ.
+        ValueError: If the shapes differ, or a float mask holds NaN or fractional values (probabilities).
     """
-    pred = np.asarray(pred)
-    gt = np.asarray(gt)
+    pred = check_mask_values(pred, "prediction")
+    gt = check_mask_values(gt, "ground truth")
     if pred.shape != gt.shape:
         raise ValueError(f"prediction and ground truth must have the same shape, got {pred.shape} and {gt.shape}")
     if label is None:

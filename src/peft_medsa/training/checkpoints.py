@@ -20,6 +20,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from .checkpoint_integrity import write_manifest
+
 CHECKPOINTS_DIR = "checkpoints"
 LATEST_FILE = "latest"
 STATE_FILE = "trainer_state.json"
@@ -89,6 +91,7 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, trainer_stat
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _write_json(tmp / STATE_FILE, {**trainer_state, "step": step})
+        write_manifest(tmp)
         if final.exists():  # left by a run killed after the rename but before `latest` moved: never pointed to
             shutil.rmtree(final)
         os.replace(tmp, final)

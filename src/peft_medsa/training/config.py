@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config_checks import check_training_config
+
 NORMALIZE = ("imagenet", "minmax")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
@@ -110,6 +112,7 @@ class TrainingConfig:
             raise ValueError(f"TrainingConfig.box_iou must be in (0, 1], got {self.box_iou!r}")
         if self.resume and self.overwrite:
             raise ValueError("TrainingConfig: resume=True and overwrite=True contradict each other; choose one")
+        check_training_config(self)
 
     def to_dict(self) -> dict[str, Any]:
         """All fields as a JSON-serialisable dict."""

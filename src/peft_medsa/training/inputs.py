@@ -53,13 +53,15 @@ def prepare_sample(sample: Mapping, size: int, normalize: str) -> tuple[torch.Te
         and ``(h, w)``, the resized image's size inside the padding.
 
     Raises:
-        ValueError: If image and mask sizes differ, naming the case.
+        ValueError: If image and mask sizes differ or the image has NaN / inf pixels, naming the case.
     """
     case_id = sample.get("case_id", "?")
     image = np.asarray(sample["image"])
     mask = np.asarray(sample["mask"])
     if image.ndim == 2:
         image = image[..., None]
+    if image.dtype.kind == "f" and not np.isfinite(image).all():
+        raise ValueError(f"sample {case_id!r}: image has {int((~np.isfinite(image)).sum())} NaN or infinite pixel(s)")
     if image.ndim != 3 or image.shape[:2] != mask.shape:
         raise ValueError(f"sample {case_id!r}: image shape {image.shape} does not match mask shape {mask.shape}")
     if normalize not in ("imagenet", "minmax"):

@@ -31,9 +31,9 @@ from tqdm.auto import tqdm
 
 from ..evaluation import evaluate_model, sam_predict_fn
 from ..prompts import add_corrective_click, collate_prompts
+from .checkpoint_integrity import resume_checkpoint
 from .checkpoints import (
     check_compatible,
-    latest_checkpoint,
     peft_config_dict,
     read_trainer_state,
     save_checkpoint,
@@ -143,6 +143,8 @@ class MedSATrainer:
                 f"output_dir {out} exists and is not empty; pass resume=True (--resume) to continue its run or "
                 "overwrite=True (--overwrite) to replace it"
             )
+        if cfg.resume:
+            resume_checkpoint(out)  # before anything is created: no checkpoint -> refused, naming the folder
 
     def _build(self):
         from accelerate import Accelerator
@@ -191,9 +193,7 @@ class MedSATrainer:
         }
 
     def _resume(self, accelerator, trainable: list[str]) -> tuple[int, float]:
-        checkpoint = latest_checkpoint(self.output_dir)
-        if checkpoint is None:
-            return 0, -math.inf
+        checkpoint = resume_checkpoint(self.output_dir)  # refuses a missing or incomplete checkpoint
         stored = read_trainer_state(checkpoint)
         current = {n: peft_config_dict(c) for n, c in self.model.peft_config.items()}
         diffs = self.config.differences(stored.get("training_config", {}))
@@ -371,6 +371,8 @@ class MedSATrainer:
             if accelerator.is_main_process and step % cfg.log_every == 0:
                 log.append({"step": step, "loss": float(np.mean(losses)), "lr": lr,
                             "epoch": step * accum * cfg.batch_size * world / len(self.valid_indices)})
+            if step == cfg.max_steps and accelerator.is_main_process:  # first: nothing after it can lose the adapter
+                self._save_adapter(accelerator, "final", None, step)
             if self.eval_data is not None and ((cfg.eval_every and step % cfg.eval_every == 0)
                                                or step == cfg.max_steps):
                 if accelerator.is_main_process:
@@ -384,7 +386,8 @@ class MedSATrainer:
         bar.close()
         final = self.output_dir / "final"
         if accelerator.is_main_process:
-            self._save_adapter(accelerator, "final", None, step)
+            if not final.is_dir():  # resumed at max_steps: no step ran
+                self._save_adapter(accelerator, "final", None, step)
             log.write_csv()
             log.plot()
         accelerator.wait_for_everyone()

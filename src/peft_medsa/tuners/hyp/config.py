@@ -9,6 +9,8 @@ from peft.utils import PeftType
 
 from ..adapter import ACTIVATIONS
 from ..medsa.config import PROMPT_CONDITIONINGS
+from ..medsa.config_checks import check_bool_fields
+from ..medsa.load_checks import check_weights_file
 
 HYPER_CONDITIONINGS = tuple(c for c in PROMPT_CONDITIONINGS if c != "none")
 
@@ -69,5 +71,12 @@ class HyPAdptConfig(PeftConfig):
             raise ValueError(
                 f"HyPAdptConfig.hyper_dim must be a positive integer or None, got hyper_dim={self.hyper_dim!r}"
             )
+        check_bool_fields(self, ("init_weights",))
         if isinstance(self.target_modules, (list, tuple, set)):
             self.target_modules = sorted(set(self.target_modules))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str, subfolder: str | None = None, **kwargs):
+        """PEFT's loader, after refusing a truncated local weights file before any adapter layer is created."""
+        check_weights_file(pretrained_model_name_or_path, subfolder)
+        return super().from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)

@@ -6,6 +6,7 @@ import re
 
 from torch import nn
 
+from ..medsa.config_checks import check_modules_to_save
 from ..medsa.model import MedSAModel
 from ..medsa.targets import DECODER_BLOCKS
 from .config import HyPAdptConfig
@@ -59,6 +60,7 @@ class HyPAdptModel(MedSAModel):
 
     def _prepare_model(self, peft_config: HyPAdptConfig, model: nn.Module) -> None:
         self._resolved_targets[id(peft_config)] = resolve_hyper_targets(model, peft_config)
+        check_modules_to_save(model, peft_config)
 
 
 __all__ = ["HyPAdptModel", "resolve_hyper_targets"]

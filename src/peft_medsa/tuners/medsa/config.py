@@ -8,6 +8,8 @@ from peft.config import PeftConfig
 from peft.utils import PeftType
 
 from ..adapter import ACTIVATIONS
+from .config_checks import check_bool_fields, check_scaling
+from .load_checks import check_weights_file
 
 ENCODER_POSITIONS = ("attn", "mlp")
 SD_FUSIONS = ("add", "concat", "cross_attention")  # SD-Trans fusion of depth and space branches (Table 8)
@@ -99,7 +101,9 @@ class MedSAConfig(PeftConfig):
         self.peft_type = PeftType.MEDSA
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r <= 0:
             raise ValueError(f"MedSAConfig.r must be a positive integer, got r={self.r!r}")
-        if not isinstance(self.scaling, (int, float)) or isinstance(self.scaling, bool) or self.scaling < 0:
+        check_scaling(self)
+        check_bool_fields(self, ("decoder_adapters", "init_weights"))
+        if self.scaling < 0:
             raise ValueError(f"MedSAConfig.scaling must be a number >= 0, got scaling={self.scaling!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(
@@ -144,3 +148,9 @@ class MedSAConfig(PeftConfig):
                 f"{type(self).__name__}.sd_trans=True puts the depth branch on the encoder attention: "
                 f"encoder_positions must include 'attn', got {self.encoder_positions}"
             )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str, subfolder: str | None = None, **kwargs):
+        """PEFT's loader, after refusing a truncated local weights file before any adapter layer is created."""
+        check_weights_file(pretrained_model_name_or_path, subfolder)
+        return super().from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)

@@ -14,8 +14,11 @@ import torch
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from torch import nn
 
+from .call_checks import check_call_options
 from .config import MedSAConfig
+from .config_checks import check_modules_to_save
 from .layer import BASE_ADAPTER_NAME, MERGE_ERROR, MedSALayer
+from .load_checks import check_adapter_load, discard_failed_adapter
 from .targets import resolve_targets
 
 # Options a caller may pass to ``PeftModel.forward`` for one call; the tuner hands each to the layers that ask for it
@@ -58,7 +61,14 @@ class MedSAModel(BaseTuner):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._resolved_targets: dict[int, dict[str, str]] = {}
+        self._fresh_adapters: set[str] = set()  # created, weights not loaded yet (see load_checks)
+        base = kwargs.get("model", args[0] if args else None)
+        self._base_requires_grad = {n: p.requires_grad for n, p in base.named_parameters()} if base else {}
         super().__init__(*args, **kwargs)
+
+    def inject_adapter(self, model: nn.Module, adapter_name: str, *args: Any, **kwargs: Any) -> None:
+        self._fresh_adapters.add(adapter_name)
+        super().inject_adapter(model, adapter_name, *args, **kwargs)
 
     # -- where adapters go ----------------------------------------------------------------------------------------
     def _prepare_adapter_config(self, peft_config: MedSAConfig, model_config: dict) -> MedSAConfig:
@@ -66,6 +76,7 @@ class MedSAModel(BaseTuner):
 
     def _prepare_model(self, peft_config: MedSAConfig, model: nn.Module) -> None:
         self._resolved_targets[id(peft_config)] = resolve_targets(model, peft_config)
+        check_modules_to_save(model, peft_config)
 
     def _check_target_module_exists(self, peft_config: MedSAConfig, key: str) -> bool:
         return key in self._resolved_targets.get(id(peft_config), {})
@@ -150,6 +161,7 @@ class MedSAModel(BaseTuner):
         SAM model and given to every tuner layer whose ``call_kwargs`` lists them.
         """
         self._check_prompts(args, kwargs)
+        check_call_options(self.model, args, kwargs)
         options = {k: kwargs[k] for k in PER_CALL_KWARGS if kwargs.get(k) is not None}
         if not options:
             yield
@@ -202,6 +214,7 @@ class MedSAModel(BaseTuner):
             ValueError: a tensor of the checkpoint has another shape than the adapter created for it (an adapter
                 saved for another SAM size or rank); the message names the key and both shapes.
         """
+        check_adapter_load(model, adapter_name, state_dict)
         remapped = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
         own = model.state_dict()
         mismatched = [
@@ -212,7 +225,7 @@ class MedSAModel(BaseTuner):
         if mismatched:
             tuner = model.base_model if hasattr(model, "base_model") else model
             if isinstance(tuner, MedSAModel):
-                tuner.remove_adapter_completely(adapter_name)
+                discard_failed_adapter(tuner, adapter_name)
             more = f" (and {len(mismatched) - 3} more)" if len(mismatched) > 3 else ""
             raise ValueError(
                 f"adapter '{adapter_name}' does not fit this model (saved for another SAM size or rank?): "

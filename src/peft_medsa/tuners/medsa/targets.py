@@ -55,6 +55,19 @@ def _matches(target_modules: str | list[str], name: str) -> bool:
     return name in target_modules or any(name.endswith("." + t) for t in target_modules)
 
 
+def _adaptable(module: nn.Module, name: str, target_modules: str | list[str]) -> bool:
+    """Channels-first norms (SAM's neck: (B, C, H, W)) cannot take a token adapter: a suffix match skips them
+    (``["layer_norm1"]`` means the blocks' norms), naming one exactly is refused."""
+    if getattr(module, "data_format", "channels_last") != "channels_first":
+        return True
+    if isinstance(target_modules, str) or name in target_modules:
+        raise ValueError(
+            f"target_modules={target_modules!r} matches {name}, a channels-first LayerNorm on (B, C, H, W) "
+            "feature maps that an adapter cannot wrap; target the encoder or decoder blocks' norms instead"
+        )
+    return False
+
+
 def resolve_targets(model: nn.Module, config: MedSAConfig) -> dict[str, str]:
     """Module names to adapt, each with its role, for ``config`` on ``model``.
 
@@ -67,7 +80,7 @@ def resolve_targets(model: nn.Module, config: MedSAConfig) -> dict[str, str]:
         targets = {
             name: infer_role(module)
             for name, module in modules.items()
-            if name and _matches(config.target_modules, name)
+            if name and _matches(config.target_modules, name) and _adaptable(module, name, config.target_modules)
         }
         if not targets:
             raise ValueError(
