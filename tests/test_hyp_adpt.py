@@ -270,8 +270,8 @@ def test_train_save_load_round_trip(tmp_path, config):
     assert saved_type == config.peft_type.value
     loaded = PeftModel.from_pretrained(tiny_sam(), tmp_path / "a").eval()
     assert type(loaded.peft_config["default"]) is type(config)
-    for got, expected in zip(forward(loaded, pixel_values=images, **prompt), trained):
-        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    for got, expected in zip(forward(loaded, pixel_values=images, **prompt), trained):  # reloaded tensors may be
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-9)  # aligned otherwise: GEMM rounding differs
 
 
 def test_unload_removes_slot_and_block_hooks(hyp_model):

@@ -31,6 +31,13 @@ def assert_same(a, b):
         torch.testing.assert_close(x, y, rtol=0, atol=0)
 
 
+def assert_reloaded(a, b):
+    """Outputs of a model and of its save / load round trip: the same weights, but the reloaded tensors may sit at
+    other memory alignments, for which the CPU's GEMM kernels may round differently (1e-11 seen)."""
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-9)
+
+
 def assert_differ(a, b):
     assert (a[0] - b[0]).abs().max() > 1e-6
 
@@ -167,7 +174,7 @@ with torch.no_grad():
 torch.save((out.pred_masks, out.iou_scores), {str(tmp_path / 'out.pt')!r})
 """
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
-    assert_same(torch.load(tmp_path / "out.pt"), trained)
+    assert_reloaded(torch.load(tmp_path / "out.pt"), trained)
 
 
 def test_load_without_import_fails_clearly(tmp_path):
@@ -238,7 +245,7 @@ def test_modules_to_save_trains_and_round_trips(tmp_path):
     model.save_pretrained(tmp_path / "a")
     assert any("iou_prediction_head" in k for k in load_file(tmp_path / "a" / "adapter_model.safetensors"))
     loaded = PeftModel.from_pretrained(tiny_sam(), tmp_path / "a").eval()
-    assert_same(forward(loaded, inputs), trained)
+    assert_reloaded(forward(loaded, inputs), trained)
 
 
 def test_bf16_forward_and_backward():
