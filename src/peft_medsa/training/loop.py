@@ -285,6 +285,7 @@ class MedSATrainer:
         )
         average = result.summary()[-1] if result.records else {}
         dice = float(average.get("dice_mean", math.nan))
+        self.last_val_dice = dice
         log.append({"step": step, "val_dice": dice, "val_iou": float(average.get("iou_mean", math.nan)),
                     "val_hd95": float(average.get("hd95_mean", math.nan)), "val_setting": cfg.eval_setting})
         if math.isfinite(dice) and dice > best:
@@ -367,7 +368,10 @@ class MedSATrainer:
             scheduler.step()
             step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses):.4f}", lr=f"{lr:.2e}")
+            postfix = {"loss": f"{np.mean(losses):.4f}", "lr": f"{lr:.2e}"}
+            if getattr(self, "last_val_dice", None) is not None:
+                postfix[f"val_dice_{cfg.eval_setting}"] = f"{self.last_val_dice:.3f}"
+            bar.set_postfix(postfix)
             if accelerator.is_main_process and step % cfg.log_every == 0:
                 log.append({"step": step, "loss": float(np.mean(losses)), "lr": lr,
                             "epoch": step * accum * cfg.batch_size * world / len(self.valid_indices)})

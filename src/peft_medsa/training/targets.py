@@ -47,8 +47,9 @@ class TargetSamples(Sequence):
         mask = np.isin(np.asarray(sample["mask"]), self.targets[target]).astype(np.uint8)
         slice_index = sample.get("slice_index")
         case_id = str(sample.get("case_id", row)) + (f"_z{slice_index}" if slice_index is not None else "")
+        # The binary mask is the target alone: its label names say so, or evaluation would re-derive the regions.
         return {**sample, "image": np.asarray(sample["image"]), "mask": mask, "case_id": f"{case_id}/{target}",
-                "target": target}
+                "target": target, "label_names": ["background", target]}
 
 
 __all__ = ["TargetSamples"]

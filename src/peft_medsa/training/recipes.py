@@ -1,0 +1,86 @@
+"""Default training recipes: what ``peft-medsa train``, the demo and the examples use unless told otherwise.
+
+A recipe is a :class:`~peft_medsa.MedSAConfig` (where the adapters go, their width) plus the
+:class:`~peft_medsa.training.TrainingConfig` options that were chosen with it (steps, learning rate, prompts).
+
+- LiteMedSAM (``model_type == "lite_medsam"``): chosen by measurement on the validation split of four real 2D
+  sets (``benchmarks/learning_curves.py``, results in ``benchmarks/README.md``): see :data:`LITE_MEDSAM`.
+- ViT SAM (transformers' ``SamModel``): the paper's configuration (adapters in every encoder block, decoder
+  adapters with HyP-Adpt, r = 64, s = 0.05) with a learning rate of 1e-4.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from torch import nn
+
+from ..tuners.medsa.config import MedSAConfig
+from .config import TrainingConfig
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A Med-SA configuration and the training options that go with it.
+
+    Args:
+        peft_config: The adapters.
+        training: :class:`TrainingConfig` keyword arguments (``max_steps``, ``learning_rate``, prompts, ...).
+        prompts_text: The training prompts in words (for model cards).
+    """
+
+    peft_config: MedSAConfig
+    training: dict[str, Any] = field(default_factory=dict)
+    prompts_text: str = ""
+
+    def training_config(self, **overrides: Any) -> TrainingConfig:
+        """The :class:`TrainingConfig` of this recipe, with ``overrides`` (``output_dir``, ``seed``, ...)."""
+        return TrainingConfig(**{**self.training, **overrides})
+
+
+LITE_MEDSAM = Recipe(
+    peft_config=MedSAConfig(r=16, encoder_layers=[8, 9]),
+    training=dict(
+        max_steps=200, batch_size=2, learning_rate=1e-3, lr_scheduler="cosine", warmup_steps=10, normalize="minmax",
+        initial_clicks=3, max_corrective_clicks=2, box_probability=0.5, box_iou=0.6, eval_setting="1pt",
+    ),
+    prompts_text="half the batches start from 1-3 random positive clicks, half from a box at IoU 0.6 with the tight "
+    "box; then 0-2 corrective clicks in the largest error region",
+)
+"""LiteMedSAM: adapters in the last TinyViT stage (blocks 8 and 9, so the frozen-prefix cache computes the first
+three stages once per image) and the mask decoder with HyP-Adpt, r = 16."""
+
+VIT_SAM = Recipe(
+    peft_config=MedSAConfig(),
+    training=dict(
+        max_steps=1000, batch_size=2, learning_rate=1e-4, lr_scheduler="cosine", warmup_steps=50, normalize="imagenet",
+        initial_clicks=3, max_corrective_clicks=2, box_probability=0.3, box_iou=0.75, eval_setting="1pt",
+    ),
+    prompts_text="1-3 random positive clicks (or, in 30% of the batches, a box at IoU 0.75), then 0-2 corrective "
+    "clicks in the largest error region",
+)
+"""ViT SAM: the paper's Med-SA configuration."""
+
+
+def default_recipe(
+    model: nn.Module, steps: int | None = None, learning_rate: float | None = None, rank: int | None = None
+) -> Recipe:
+    """The recipe for ``model`` (a ``SamModel`` or LiteMedSAM, bare or PEFT-wrapped), with optional overrides."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    model_type = getattr(getattr(base, "config", None), "model_type", "")
+    recipe = LITE_MEDSAM if model_type == "lite_medsam" else VIT_SAM
+    training = dict(recipe.training)
+    if steps is not None:
+        training["max_steps"] = steps
+        training["warmup_steps"] = min(training["warmup_steps"], steps // 4)
+    if learning_rate is not None:
+        training["learning_rate"] = learning_rate
+    peft_config = copy.deepcopy(recipe.peft_config)  # get_peft_model records things on its config
+    if rank is not None:
+        peft_config.r = rank
+    return replace(recipe, peft_config=peft_config, training=training)
+
+
+__all__ = ["LITE_MEDSAM", "VIT_SAM", "Recipe", "default_recipe"]

@@ -1,0 +1,86 @@
+"""``peft-medsa train`` on a folder of real DDTI images with a tiny SamModel: adapter, card with measured
+validation metrics, no free-text base model, and clear errors before any training."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from peft import PeftModel
+from transformers import SamModel
+
+from peft_medsa.cli import main
+from peft_medsa.training.recipes import LITE_MEDSAM, VIT_SAM, default_recipe
+
+from conftest import tiny_lite_medsam_config, tiny_sam
+from data_layouts import folder_layout_2d, requires_data
+
+pytestmark = pytest.mark.usefixtures("fresh_accelerate")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-sam")
+    tiny_sam().save_pretrained(folder)
+    return folder
+
+
+def run(capsys, *argv):
+    code = main([*map(str, argv), "--quiet"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@requires_data
+def test_train_writes_adapter_with_measured_card(tmp_path, model_dir, capsys):
+    data = folder_layout_2d(tmp_path / "ddti", count=5)
+    out = tmp_path / "adapter"
+    code, stdout, err = run(capsys, "train", "--data", data, "--out", out, "--model", model_dir, "--steps", "2",
+                            "--val-fraction", "0.4", "--repeats", "1", "--rank", "4", "--cache-dir", tmp_path / "c")
+    assert code == 0, err
+    assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
+    assert (tmp_path / "adapter.run" / "metrics.jsonl").is_file()
+    card = (out / "README.md").read_text()
+    metadata = yaml.safe_load(card.split("---")[1])
+    assert "base_model" not in metadata  # a local folder is no Hub id
+    evaluation = card.split("## Evaluation")[1].split("## Usage")[0]
+    assert "Not evaluated" not in evaluation
+    rows = [line for line in evaluation.splitlines() if line.startswith("| 1pt") or line.startswith("| bbox")]
+    assert len(rows) == 3 and all("| foreground |" in r for r in rows)  # 1pt, bbox0.75, bbox; 3pt below
+    dice = float(rows[0].split("|")[3].split("±")[0])
+    assert 0.0 <= dice <= 100.0
+    assert "adapter:" in stdout and str(out) in stdout
+    loaded = PeftModel.from_pretrained(SamModel.from_pretrained(model_dir), out)
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 4
+    assert any("medsa" in n or "hyp" in n for n, _ in loaded.named_parameters())
+
+
+@requires_data
+def test_train_refuses_bad_input_before_training(tmp_path, model_dir, capsys):
+    data = folder_layout_2d(tmp_path / "ddti", count=3)
+    code, _, err = run(capsys, "train", "--data", tmp_path / "missing", "--out", tmp_path / "a", "--model", model_dir)
+    assert code == 2 and "--data" in err and "not a folder" in err
+    (tmp_path / "taken").mkdir()
+    code, _, err = run(capsys, "train", "--data", data, "--out", tmp_path / "taken", "--model", model_dir)
+    assert code == 2 and "exists" in err and "--overwrite" in err
+    code, _, err = run(capsys, "train", "--data", data, "--out", tmp_path / "b", "--model", model_dir,
+                       "--target", "liver", "--cache-dir", tmp_path / "c")
+    assert code == 2 and "'liver'" in err and "available" in err
+    code, _, err = run(capsys, "train", "--data", data, "--out", data / "adapter", "--model", model_dir)
+    assert code == 2 and "inside --data" in err
+    assert not (tmp_path / "b").exists() and not (tmp_path / "b.run").exists()
+
+
+def test_recipes_follow_the_model_and_give_fresh_configs():
+    from peft_medsa.backbones import LiteMedSamModel
+
+    lite = default_recipe(LiteMedSamModel(tiny_lite_medsam_config()))
+    assert lite.training["normalize"] == "minmax"
+    assert lite.peft_config.encoder_layers == LITE_MEDSAM.peft_config.encoder_layers
+    vit = default_recipe(tiny_sam(), steps=8, learning_rate=3e-4, rank=8)
+    assert vit.training["max_steps"] == 8 and vit.training["learning_rate"] == 3e-4 and vit.peft_config.r == 8
+    assert vit.training["warmup_steps"] <= 2 and VIT_SAM.peft_config.r == 64
+    assert vit.peft_config is not VIT_SAM.peft_config
+    config = vit.training_config(output_dir="x", seed=3)
+    assert config.max_steps == 8 and config.seed == 3 and config.normalize == "imagenet"
