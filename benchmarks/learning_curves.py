@@ -1,0 +1,225 @@
+"""Learning curves on real data: the default Med-SA recipe against full fine-tuning, decoder-only fine-tuning and
+peft LoRA, Dice against optimizer steps and against training wall-clock seconds.
+
+Data, split, backbone and evaluation are those of ``real_data.py`` (LiteMedSAM; ISIC, DDTI, ORIGA disc and cup; 14
+training / 6 validation images per set; prompts 1-point, 3-points, BBox 0.5, BBox 0.75 and the tight box, each with
+prompt seeds 0-4). Methods:
+
+- ``medsa``: the default recipe for LiteMedSAM (``peft_medsa.training.recipes.LITE_MEDSAM``: its adapters, rank,
+  learning rate, schedule and training prompts), trained with ``MedSATrainer`` and its frozen-prefix cache;
+- ``decoder``: the mask decoder fine-tuned (lr 1e-4), encoders frozen (their embeddings cached the same way);
+- ``lora``: peft LoRA, r = 16, alpha = 16, on TinyViT's attention ``qkv`` and the decoder attentions' ``q_proj`` /
+  ``v_proj`` (the first recipe a peft user would try), lr 5e-4;
+- ``full``: every parameter (lr 5e-5; BatchNorm statistics frozen).
+
+The learning rates of the three comparison methods are a-priori choices (not tuned here); all methods share the
+recipe's batch size, schedule shape and training prompts. Each run has a cosine schedule over its own ``max_steps``
+and is evaluated at the checkpoints on the way (``--checkpoints``); ``--max-steps-expensive`` caps the methods that
+back-propagate through the whole encoder (full, LoRA), whose steps cost several times more: the wall-clock curves put
+them side by side at equal training time. Training wall time excludes the evaluations.
+
+Outputs (``--out``, default ``outputs/learning_curves``): ``curves.csv`` (one row per set, method, seed, step and
+setting), ``<set>.png`` (Dice against steps and against seconds, 1-point and BBox 0.75), ``summary.md``.
+
+Usage:
+    python benchmarks/learning_curves.py                       # all four sets, seed 0
+    python benchmarks/learning_curves.py --sets ddti --seeds 0 1 2 --methods medsa
+    python benchmarks/learning_curves.py --quick               # smoke run (ISIC, 4 train / 2 val, 2 steps)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _real_data_sets import DATASETS, DEFAULT_DATA_ROOT, load_split  # noqa: E402
+
+SETTINGS = ("1pt", "3pt", "bbox0.5", "bbox0.75", "bbox")
+METHODS = ("medsa", "decoder", "lora", "full")
+EXPENSIVE = ("lora", "full")
+LEARNING_RATES = {"decoder": 1e-4, "lora": 5e-4, "full": 5e-5}
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "outputs" / "learning_curves"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sets", nargs="+", choices=sorted(DATASETS), default=list(DATASETS))
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (adapter init, data order)")
+    parser.add_argument("--checkpoints", nargs="+", type=int, default=[25, 50, 100, 200])
+    parser.add_argument("--max-steps-expensive", type=int, default=50, help="step cap of full fine-tuning and LoRA")
+    parser.add_argument("--repeats", type=int, default=5, help="prompt seeds per setting")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--quick", action="store_true", help="smoke run: ISIC, 4 train / 2 val images, 2 steps")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sets, args.checkpoints, args.repeats, args.max_steps_expensive = ["isic"], [2], 1, 2
+    return args
+
+
+def build(method: str, seed: int):
+    """``(model, TrainingConfig kwargs)`` of ``method``; the config follows the LiteMedSAM recipe."""
+    from peft import LoraConfig, get_peft_model
+
+    from peft_medsa.backbones import convert_lite_medsam
+    from peft_medsa.training.recipes import default_recipe
+
+    base = convert_lite_medsam()
+    recipe = default_recipe(base)
+    training = dict(recipe.training)
+    torch.manual_seed(seed)
+    if method == "medsa":
+        return get_peft_model(base, recipe.peft_config), training
+    training["learning_rate"] = LEARNING_RATES[method]
+    if method == "lora":
+        target = r".*vision_encoder\..*\.attn\.qkv|.*mask_decoder\.transformer\..*\.(q_proj|v_proj)"
+        return get_peft_model(base, LoraConfig(r=16, lora_alpha=16, target_modules=target)), training
+    from real_data import build_model  # a frozen identity adapter makes a PeftModel of the plain backbone
+
+    return build_model(method, base, rank=1), training
+
+
+def evaluate(model, samples: list[dict], repeats: int) -> dict[str, float]:
+    """Mean Dice (%) per setting; each image embedded once."""
+    from peft_medsa.evaluation import evaluate_model
+    from peft_medsa.inference.predictor import MedSAPredictor
+
+    predictor = MedSAPredictor(model)
+    records: dict[str, list[float]] = {s: [] for s in SETTINGS}
+
+    def predict(image, prompt):
+        points = prompt.points if prompt.num_points else None
+        labels = prompt.labels if prompt.num_points else None
+        return predictor.predict(point_coords=points, point_labels=labels, box=prompt.box)[0][0]
+
+    model.eval()
+    for sample in samples:
+        predictor.set_image(sample["image"])
+        for setting in SETTINGS:
+            result = evaluate_model(predict, [sample], setting, repeats=repeats, seed=0, show_progress=False)
+            records[setting].extend(r["dice"] for r in result.records)
+    return {s: 100 * float(np.mean(v)) for s, v in records.items()}
+
+
+def ellipse_dice(samples: list[dict]) -> float:
+    """Dice (%) of the ellipse inscribed in each tight box: the box-only baseline a model must beat."""
+    from peft_medsa.metrics import compute_dice
+    from peft_medsa.prompts import tight_box
+
+    scores = []
+    for sample in samples:
+        mask = np.asarray(sample["mask"]) > 0
+        x0, y0, x1, y1 = tight_box(mask)
+        yy, xx = np.mgrid[: mask.shape[0], : mask.shape[1]]
+        cx, cy, rx, ry = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0 + 1) / 2, (y1 - y0 + 1) / 2
+        scores.append(compute_dice(((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1, mask))
+    return 100 * float(np.mean(scores))
+
+
+def run_one(name: str, method: str, seed: int, train, val, args, rows: list[dict]) -> None:
+    from peft_medsa.training import MedSATrainer, TrainingConfig
+
+    model, training = build(method, seed)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    steps = [c for c in args.checkpoints if method not in EXPENSIVE or c <= args.max_steps_expensive]
+    clock = {"train": 0.0, "mark": time.perf_counter()}
+
+    def checkpoint(trainer, step):
+        clock["train"] += time.perf_counter() - clock["mark"]
+        if step in steps:
+            dice = evaluate(model, val, args.repeats)
+            for setting, value in dice.items():
+                rows.append({"set": name, "method": method, "seed": seed, "step": step, "setting": setting,
+                             "dice": round(value, 2), "train_seconds": round(clock["train"], 1),
+                             "trainable": trainable})
+            print(json.dumps({"set": name, "method": method, "seed": seed, "step": step,
+                              "train_s": round(clock["train"], 1), **{k: round(v, 1) for k, v in dice.items()}}),
+                  flush=True)
+        clock["mark"] = time.perf_counter()
+
+    with tempfile.TemporaryDirectory(prefix="curves_") as tmp:
+        training.update(output_dir=tmp, max_steps=max(steps), seed=seed, cpu=True, show_progress=False,
+                        overwrite=True, warmup_steps=min(training["warmup_steps"], max(steps) // 4))
+        clock["mark"] = time.perf_counter()
+        MedSATrainer(model, train, TrainingConfig(**training), callbacks=[checkpoint]).train()
+
+
+def plot(name: str, rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharey="row")
+    for r, setting in enumerate(("1pt", "bbox0.75")):
+        for c, x_key in enumerate(("step", "train_seconds")):
+            ax = axes[r, c]
+            for method in METHODS:
+                mine = [row for row in rows if row["set"] == name and row["method"] == method
+                        and row["setting"] == setting]
+                if not mine:
+                    continue
+                xs = sorted({row["step"] for row in mine})
+                ys = [np.mean([row["dice"] for row in mine if row["step"] == x]) for x in xs]
+                xv = [np.mean([row[x_key] for row in mine if row["step"] == x]) for x in xs]
+                ax.plot(xv, ys, marker="o", label=method)
+            zero = [row["dice"] for row in rows if row["set"] == name and row["method"] == "zero-shot"
+                    and row["setting"] == setting]
+            if zero:
+                ax.axhline(zero[0], color="grey", linestyle=":", label="zero-shot")
+            ax.set_xlabel("optimizer steps" if x_key == "step" else "training wall-clock (s)")
+            ax.set_ylabel(f"validation Dice, {setting} (%)")
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend()
+    fig.suptitle(f"{name}: {DATASETS[name].target}")
+    fig.tight_layout()
+    fig.savefig(out / f"{name}.png", dpi=90)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if not args.data_root.is_dir():
+        print(f"SKIPPED: real data folder {args.data_root} is absent")
+        return 0
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    start = time.perf_counter()
+    for name in args.sets:
+        limit = (4, 2) if args.quick else (None, None)
+        train, val = load_split(DATASETS[name], args.data_root, *limit)
+        from peft_medsa.backbones import convert_lite_medsam
+
+        zero = evaluate(convert_lite_medsam(), val, args.repeats)
+        rows.extend({"set": name, "method": "zero-shot", "seed": 0, "step": 0, "setting": s, "dice": round(v, 2),
+                     "train_seconds": 0.0, "trainable": 0} for s, v in zero.items())
+        rows.append({"set": name, "method": "ellipse-in-tight-box", "seed": 0, "step": 0, "setting": "bbox",
+                     "dice": round(ellipse_dice(val), 2), "train_seconds": 0.0, "trainable": 0})
+        for method in args.methods:
+            for seed in args.seeds:
+                run_one(name, method, seed, train, val, args, rows)
+        plot(name, rows, args.out)
+    with open(args.out / "curves.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {args.out / 'curves.csv'} and {len(args.sets)} plots in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
