@@ -84,3 +84,24 @@ def test_recipes_follow_the_model_and_give_fresh_configs():
     assert vit.peft_config is not VIT_SAM.peft_config
     config = vit.training_config(output_dir="x", seed=3)
     assert config.max_steps == 8 and config.seed == 3 and config.normalize == "imagenet"
+
+
+@requires_data
+def test_train_folder_example_under_accelerate_launch(tmp_path, model_dir):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = folder_layout_2d(tmp_path / "ddti", count=4)
+    out = tmp_path / "adapter"
+    script = Path(__file__).resolve().parents[1] / "examples" / "train_folder.py"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script),
+               "--data", str(data), "--out", str(out), "--model", str(model_dir), "--steps", "1", "--rank", "2",
+               "--val-fraction", "0.5", "--repeats", "1", "--quiet", "--cpu", "--cache-dir", str(tmp_path / "c")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (out / "adapter_model.safetensors").is_file() and "## Evaluation" in (out / "README.md").read_text()
+    assert "| 1pt |" in (out / "README.md").read_text() and str(out) in result.stdout

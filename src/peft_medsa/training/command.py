@@ -142,6 +142,10 @@ def run_train(args: argparse.Namespace) -> str:
     if args.model == "lite-medsam":
         card["base_model"] = "LiteMedSAM"
     result = MedSATrainer(model, train_data, config, eval_data=eval_data, card_info=card).train()
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # under accelerate launch the main process exports the adapter
+        return ""
     chosen = result.best_dir or result.final_dir
     tmp = out.with_name(f".tmp-{out.name}")
     shutil.rmtree(tmp, ignore_errors=True)
