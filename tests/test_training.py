@@ -278,3 +278,21 @@ def test_datasets_dataset_input(tmp_path):
     assert result.steps == 1 and len(trainer.case_ids_seen[0]) == 2
     assert math.isfinite(result.metrics[0]["loss"])
     assert json.loads((tmp_path / "run" / "training_config.json").read_text())["max_steps"] == 1
+
+
+def test_start_boxes_cover_the_iou_range():
+    from peft_medsa.prompts import box_iou, tight_box
+    from peft_medsa.training.inputs import start_prompts
+
+    mask = np.zeros((64, 64), bool)
+    mask[10:40, 20:50] = True
+    ious = []
+    for seed in range(60):
+        (prompt,) = start_prompts([mask], np.random.default_rng(seed), 3, 1.0, 0.5, box_iou_max=1.0)
+        ious.append(box_iou(prompt.box, tight_box(mask)))
+    assert min(ious) >= 0.5 - 1e-3 and max(ious) <= 1.0 and min(ious) < 0.6 and max(ious) > 0.95
+    fixed = [box_iou(start_prompts([mask], np.random.default_rng(s), 3, 1.0, 0.6)[0].box, tight_box(mask))
+             for s in range(5)]
+    assert np.allclose(fixed, 0.6, atol=1e-3)  # without a range: always box_iou
+    with pytest.raises(ValueError, match="box_iou_max"):
+        TrainingConfig(box_iou=0.7, box_iou_max=0.6)

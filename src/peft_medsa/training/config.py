@@ -42,6 +42,8 @@ class TrainingConfig:
         box_probability: Probability that a micro-batch starts from a jittered box (IoU ``box_iou``) instead of
             clicks (useful for box-trained models such as LiteMedSAM).
         box_iou: IoU of the jittered training boxes with the tight box.
+        box_iou_max: With a value, each box micro-batch draws its IoU uniformly from ``[box_iou, box_iou_max]``
+            (1.0 includes the tight box); ``None``: always ``box_iou``.
         eval_every: Validate every this many steps (and at the end); ``0``: only at the end.
         eval_setting: Prompt setting of the validation (:func:`peft_medsa.evaluation.evaluate_model`).
         eval_repeats: Repeats of the validation prompts.
@@ -75,6 +77,7 @@ class TrainingConfig:
     max_corrective_clicks: int = field(default=3, metadata={"help": "Up to this many error-region clicks."})
     box_probability: float = field(default=0.0, metadata={"help": "Probability of a box start prompt."})
     box_iou: float = field(default=0.75, metadata={"help": "IoU of jittered training boxes with the tight box."})
+    box_iou_max: float | None = field(default=None, metadata={"help": "Upper end of a uniform box IoU range."})
     eval_every: int = field(default=0, metadata={"help": "Validate every N steps; 0: at the end only."})
     eval_setting: str = field(default="1pt", metadata={"help": "Validation prompt setting."})
     eval_repeats: int = field(default=1, metadata={"help": "Validation prompt repeats."})
@@ -110,6 +113,11 @@ class TrainingConfig:
             raise ValueError(f"TrainingConfig.box_probability must be in [0, 1], got {self.box_probability!r}")
         if not 0.0 < self.box_iou <= 1.0:
             raise ValueError(f"TrainingConfig.box_iou must be in (0, 1], got {self.box_iou!r}")
+        maximum = self.box_iou_max
+        if maximum is not None and not (isinstance(maximum, (int, float)) and self.box_iou <= maximum <= 1.0):
+            raise ValueError(
+                f"TrainingConfig.box_iou_max must be None or in [box_iou={self.box_iou}, 1], got {maximum!r}"
+            )
         if self.resume and self.overwrite:
             raise ValueError("TrainingConfig: resume=True and overwrite=True contradict each other; choose one")
         check_training_config(self)

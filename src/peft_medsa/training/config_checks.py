@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-BOOL_FIELDS = ("cpu", "resume", "overwrite", "show_progress")
+BOOL_FIELDS = ("cpu", "resume", "overwrite", "show_progress", "cache_frozen_encoder")
 NON_NEGATIVE_FLOATS = ("weight_decay", "max_grad_norm")
 
 __all__ = ["check_training_config"]

@@ -74,12 +74,19 @@ def prepare_sample(sample: Mapping, size: int, normalize: str) -> tuple[torch.Te
 
 
 def start_prompts(
-    masks: list[np.ndarray], rng: np.random.Generator, initial_clicks: int, box_probability: float, box_iou: float
+    masks: list[np.ndarray],
+    rng: np.random.Generator,
+    initial_clicks: int,
+    box_probability: float,
+    box_iou: float,
+    box_iou_max: float | None = None,
 ) -> list[Prompt]:
     """Random start prompts for a micro-batch (paper section 3.5: random clicks, then corrective ones).
 
     With probability ``box_probability`` every image gets a box of IoU ``box_iou`` with its tight box (one choice per
     micro-batch, since SAM batches either all or no boxes); otherwise 1 to ``initial_clicks`` positive clicks.
+    With ``box_iou_max``, the micro-batch's IoU is drawn uniformly from ``[box_iou, box_iou_max]`` (1 = the tight
+    box), so that the model learns loose and tight boxes alike.
 
     Args:
         masks: ``(S, S)`` bool model-space masks, each non-empty.
@@ -89,11 +96,13 @@ def start_prompts(
         One :class:`~peft_medsa.prompts.Prompt` per mask, in model input pixels.
     """
     use_box = box_probability > 0 and rng.random() < box_probability
+    if use_box and box_iou_max is not None:
+        box_iou = float(rng.uniform(box_iou, box_iou_max))
     prompts = []
     for mask in masks:
         if use_box:
             box = tight_box(mask)
-            if box_iou < 1.0:
+            if box_iou < 0.999:
                 box = jitter_box(box, box_iou, rng, mask.shape)
             prompts.append(Prompt(box=box))
         else:

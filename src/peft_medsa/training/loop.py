@@ -333,7 +333,8 @@ class MedSATrainer:
                 pixels, masks, sizes, case_ids = self._inputs(indices, accelerator.device)
                 self.case_ids_seen.append(case_ids)
                 rng = np.random.default_rng([cfg.seed, micro, rank])
-                prompts = start_prompts(masks, rng, cfg.initial_clicks, cfg.box_probability, cfg.box_iou)
+                prompts = start_prompts(masks, rng, cfg.initial_clicks, cfg.box_probability, cfg.box_iou,
+                                        cfg.box_iou_max)
                 n_clicks = int(rng.integers(0, cfg.max_corrective_clicks + 1))
                 frozen_embeddings = None
                 if n_clicks:
