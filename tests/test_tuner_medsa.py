@@ -47,7 +47,7 @@ def random_adapter_model(seed=0, adapter_seed=5, **config):
     torch.manual_seed(adapter_seed)
     for layer in model.modules():
         if isinstance(layer, MedSALayer):
-            for adapter in layer.medsa_adapter.values():
+            for adapter in layer.adapters.values():
                 adapter.reset_parameters(zero_init=False)
     return model
 
@@ -103,15 +103,15 @@ def test_adapter_equations_match_reference():
     layer = model.base_model.model.vision_encoder.layers[0]
     x = torch.randn(2, 8, 8, 32)
     mlp, attn = layer.mlp, layer.attn
-    adapter = mlp.medsa_adapter["default"]
+    adapter = mlp.adapters["default"]
     expected = mlp.base_layer(x) + 0.3 * adapter.up(torch.relu(adapter.down(x)))
     torch.testing.assert_close(mlp(x), expected)
     h = attn.base_layer(hidden_states=x)[0]
-    a = attn.medsa_adapter["default"]
+    a = attn.adapters["default"]
     torch.testing.assert_close(attn(hidden_states=x)[0], h + a.up(torch.relu(a.down(h))))
     norm = model.base_model.model.mask_decoder.transformer.layers[0].layer_norm4
     k = torch.randn(2, 1, 64, 32)
-    n = norm.medsa_adapter["default"]
+    n = norm.adapters["default"]
     torch.testing.assert_close(norm(k), norm.base_layer(k + n.up(torch.relu(n.down(k)))))
 
 
@@ -212,7 +212,7 @@ def test_multiple_adapters_switch_and_mixed_batch(tmp_path):
         forward(a, inputs, adapter_names=["b", "default"])
     a.delete_adapter("b")
     assert "b" not in a.peft_config
-    assert all("b" not in m.medsa_adapter for m in a.modules() if isinstance(m, MedSALayer))
+    assert all("b" not in m.adapters for m in a.modules() if isinstance(m, MedSALayer))
     assert_same(forward(a, inputs), out_a)
 
 

@@ -96,7 +96,7 @@ class MedSAModel(BaseTuner):
             from ..hyp.layer import create_or_update_hyper_layer  # lazy: tuners/hyp imports this module
 
             new_module = create_or_update_hyper_layer(
-                self.model, peft_config, adapter_name, target, parent, current_key
+                self.model, peft_config, adapter_name, target, parent, current_key, prefix=self.prefix
             )
             if new_module is not None:
                 if adapter_name not in self.active_adapters:
@@ -121,17 +121,25 @@ class MedSAModel(BaseTuner):
         if isinstance(target, MedSALayer):
             target.update_layer(adapter_name, **kwargs)
             return
-        new_module = layer_cls(target, adapter_name, role=role, **kwargs)
+        new_module = layer_cls(target, adapter_name, role=role, prefix=self.prefix, **kwargs)
         if adapter_name not in self.active_adapters:
             new_module.requires_grad_(False)
         self._replace_module(parent, target_name, new_module, target)
 
     def _replace_module(self, parent: nn.Module, child_name: str, new_module: nn.Module, child: nn.Module) -> None:
-        # The wrapped SAM modules (attention, MLP) have no `.weight`, so BaseTuner's weight copying does not apply:
-        # the wrapper keeps the original module as `base_layer` and unloading puts that very module back.
-        setattr(parent, child_name, new_module)
+        """Puts ``new_module`` in place of ``child``.
+
+        Wrapping (``new_module`` is a tuner layer) goes through ``BaseTuner._replace_module``, which moves the new
+        adapter parts (named with ``self.prefix``) to the wrapped module's device, leaving meta tensors alone.
+        Unloading (``new_module`` is the SAM module that ``child`` wrapped) only sets it back: SAM's attention and MLP
+        blocks have no ``.weight`` for BaseTuner's weight copy, and the very module is restored anyway.
+        """
         if new_module is not child and hasattr(child, "detach_prompt_hooks"):  # HyP-Adpt hooks on the decoder block
             child.detach_prompt_hooks()
+        if isinstance(new_module, BaseTunerLayer):
+            super()._replace_module(parent, child_name, new_module, child)
+        else:
+            setattr(parent, child_name, new_module)
 
     # -- merging is impossible --------------------------------------------------------------------------------------
     def _check_merge_allowed(self) -> None:
@@ -197,12 +205,29 @@ class MedSAModel(BaseTuner):
     @classmethod
     def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
         """``...attn.medsa_adapter.<name>.down.weight`` -> ``...attn.medsa_adapter.down.weight`` (checkpoint key)."""
-        for container in ("medsa_adapter", "medsa_depth_adapter", "medsa_depth_fusion"):
-            marker = f".{container}.{adapter_name}."
+        for container in ("adapter", "depth_adapter", "depth_fusion"):
+            marker = f".{cls.prefix}{container}.{adapter_name}."
             if marker in key:
                 head, _, tail = key.rpartition(marker)
-                return f"{head}.{container}.{tail}"
+                return f"{head}.{cls.prefix}{container}.{tail}"
         return super()._remove_adapter_name_from_key(key, adapter_name)
+
+    @classmethod
+    def _upgrade_legacy_keys(cls, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Renames ``.medsa_<container>.`` to ``.<prefix><container>.`` in checkpoint keys.
+
+        Adapter files of the HYPADPT and SDTRANS types written before their parameters took their own prefix used
+        ``medsa_`` for every type; they load unchanged this way.
+        """
+        if cls.prefix == "medsa_":
+            return state_dict
+        legacy = {f".medsa_{c}.": f".{cls.prefix}{c}." for c in ("adapter", "depth_adapter", "depth_fusion")}
+        upgraded = {}
+        for key, value in state_dict.items():
+            for old, new in legacy.items():
+                key = key.replace(old, new)
+            upgraded[key] = value
+        return upgraded
 
     @classmethod
     def _remap_adapter_state_dict_for_load(
@@ -214,6 +239,7 @@ class MedSAModel(BaseTuner):
             ValueError: a tensor of the checkpoint has another shape than the adapter created for it (an adapter
                 saved for another SAM size or rank); the message names the key and both shapes.
         """
+        state_dict = cls._upgrade_legacy_keys(state_dict)
         check_adapter_load(model, adapter_name, state_dict)
         remapped = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
         own = model.state_dict()
