@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from peft import PeftModel, get_peft_model
 
 from peft_medsa import HyPAdptConfig, MedSAConfig
-from peft_medsa.prompt_checks import check_prompts
+from peft_medsa.prompt_checks import check_model_call, check_prompts
 from peft_medsa.tuners.hyp import HyperPromptAdapter, HyperPromptLayer
 from peft_medsa.tuners.medsa.layer import MedSALayer
 
@@ -305,9 +305,15 @@ LABELS = torch.tensor([[[1, 0]]])
     ],
     ids=["point-out", "box-out", "nan", "label-shape", "label-value", "box-swapped", "none", "no-point", "pad"],
 )
-def test_bad_prompts_rejected_by_the_model(hyp_model, prompt, match):
+def test_bad_prompts_rejected_at_the_api_boundary(hyp_model, prompt, match):
     with pytest.raises(ValueError, match=match):
-        forward(hyp_model, pixel_values=tiny_inputs(batch=1)["pixel_values"], **prompt)
+        check_model_call(hyp_model, pixel_values=tiny_inputs(batch=1)["pixel_values"], **prompt)
+
+
+def test_call_without_prompt_still_fails_clearly_inside_the_forward(hyp_model):
+    # the forward keeps the checks that need no tensor values: a prompt-conditioned adapter given no prompt token
+    with pytest.raises(ValueError, match="HyP-Adpt conditions the mask decoder on the prompt"):
+        forward(hyp_model, pixel_values=tiny_inputs(batch=1)["pixel_values"])
 
 
 def test_padding_points_are_not_range_checked():

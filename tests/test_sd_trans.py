@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from peft_medsa import MedSAConfig, SDTransConfig
 from peft_medsa.inference.volume import chunk_starts, segment_volume
+from peft_medsa.prompt_checks import check_model_call
 from peft_medsa.tuners.sd_trans import SpaceDepthAttention, VolumeLayout
 
 from conftest import tiny_lite_medsam_config, tiny_sam
@@ -254,7 +255,6 @@ def test_tiny_vit_backbone():
         (dict(num_slices=0), r"num_slices must be a positive integer"),
         (dict(num_slices=True), r"num_slices must be a positive integer"),
         (dict(num_slices=3, input_boxes=torch.tensor([[[4.0, 6.0, 40.0, 44.0]]])), r"input_boxes has 1 rows"),
-        (dict(num_slices=3, pixel_values=torch.full((6, 3, 64, 64), float("nan"))), r"non-finite"),
         (dict(num_slices=3, pixel_values=torch.randn(2, 3, 3, 64, 64)), r"flatten\(0, 1\)"),
     ],
 )
@@ -263,6 +263,13 @@ def test_bad_model_calls(change, match):
     inputs = volume_inputs() | change
     with pytest.raises(ValueError, match=match):
         model(**inputs)
+
+
+def test_non_finite_slices_rejected_at_the_api_boundary():
+    model = sd_model(random_adapters=False)
+    inputs = volume_inputs() | dict(num_slices=3, pixel_values=torch.full((6, 3, 64, 64), float("nan")))
+    with pytest.raises(ValueError, match=r"pixel_values has 73728 non-finite"):
+        check_model_call(model, **inputs)
 
 
 def test_bad_configs_and_mixed_volume_adapters():

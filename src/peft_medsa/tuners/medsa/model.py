@@ -166,10 +166,11 @@ class MedSAModel(BaseTuner):
         """Routes per-call options to the tuner layers for the duration of one forward.
 
         ``adapter_names`` (one per image) and the other names in ``PER_CALL_KWARGS`` are taken out of the call to the
-        SAM model and given to every tuner layer whose ``call_kwargs`` lists them.
+        SAM model and given to every tuner layer whose ``call_kwargs`` lists them. Only shapes and Python values are
+        checked here (no host-device synchronisation); the prompts' values are checked once at the API boundaries
+        (``peft_medsa.prompt_checks.check_model_call``).
         """
-        self._check_prompts(args, kwargs)
-        check_call_options(self.model, args, kwargs)
+        check_call_options(self.model, args, kwargs)  # shapes and Python values only
         options = {k: kwargs[k] for k in PER_CALL_KWARGS if kwargs.get(k) is not None}
         if not options:
             yield
@@ -192,14 +193,6 @@ class MedSAModel(BaseTuner):
         finally:
             for handle in handles:
                 handle.remove()
-
-    def _check_prompts(self, args: tuple, kwargs: dict) -> None:
-        """Rejects malformed prompts of the SamModel call (``peft_medsa.prompt_checks``); with an active HyP-Adpt,
-        also a call without a point or box prompt."""
-        from ...prompt_checks import check_call_prompts, model_input_size
-
-        require = any(getattr(m, "requires_prompt", lambda: False)() for m in self.model.modules())
-        check_call_prompts(args, kwargs, model_input_size(self.model), require_prompt=require)
 
     # -- saving and loading -------------------------------------------------------------------------------------------
     @classmethod
