@@ -17,7 +17,7 @@ from peft_medsa import MedSAConfig
 from peft_medsa.tuners.hyp.layer import HyperPromptLayer
 from peft_medsa.tuners.medsa.layer import MedSALayer
 
-from conftest import tiny_inputs, tiny_sam
+from conftest import REPO_ROOT, tiny_inputs, tiny_sam
 
 
 def forward(model, inputs, **kwargs):
@@ -323,6 +323,21 @@ def test_registered_peft_type():
 
     importlib.reload(peft_medsa._registry)  # registering again is harmless
     peft_medsa._registry.register("medsa", MedSAConfig, peft_medsa.MedSAModel)
+
+
+def test_peft_without_the_registry_api_fails_at_import_naming_the_version(monkeypatch):
+    import importlib
+
+    import peft
+    import peft.utils
+
+    monkeypatch.delattr(peft.utils, "register_peft_method")
+    monkeypatch.setattr(peft, "__version__", "0.99.0")
+    with pytest.raises(ImportError, match=r"this peft 0.99.0 lacks .*install peft>=0.21,<0.22"):
+        importlib.reload(peft_medsa._registry)
+    monkeypatch.undo()
+    importlib.reload(peft_medsa._registry)
+    assert "peft>=0.21,<0.22" in (REPO_ROOT / "pyproject.toml").read_text()  # the declared range is the tested one
 
 
 VIT_SIZES = {

@@ -9,7 +9,32 @@ from __future__ import annotations
 
 import enum
 
-from peft.utils import PeftType, register_peft_method
+import peft
+
+# The tested range; pyproject.toml declares the same. The enum extension below relies on peft internals.
+SUPPORTED_PEFT = ">=0.21,<0.22"
+
+
+def _registry_api():
+    """peft's ``PeftType``, ``register_peft_method`` and config mapping, or an ImportError naming the peft version."""
+    try:
+        from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+        from peft.utils import PeftType, register_peft_method
+    except ImportError as error:
+        raise ImportError(
+            f"peft-medsa registers its PEFT methods through peft's registry API (peft.utils.register_peft_method, "
+            f"peft.utils.PeftType, peft.mapping.PEFT_TYPE_TO_CONFIG_MAPPING), which this peft "
+            f"{getattr(peft, '__version__', '?')} lacks ({error}); install peft{SUPPORTED_PEFT}"
+        ) from error
+    if not hasattr(PeftType, "_member_map_") or not hasattr(PeftType, "_value2member_map_"):
+        raise ImportError(
+            f"peft {peft.__version__}: PeftType is not a standard Enum, so peft-medsa cannot add its methods to it; "
+            f"install peft{SUPPORTED_PEFT}"
+        )
+    return PeftType, register_peft_method, PEFT_TYPE_TO_CONFIG_MAPPING
+
+
+PeftType, register_peft_method, PEFT_TYPE_TO_CONFIG_MAPPING = _registry_api()
 
 
 def _add_peft_type(name: str) -> PeftType:
@@ -42,8 +67,6 @@ def register(name: str, config_cls: type, model_cls: type) -> PeftType:
     Returns:
         The ``PeftType`` member.
     """
-    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
-
     peft_type = _add_peft_type(name.upper())
     if PEFT_TYPE_TO_CONFIG_MAPPING.get(peft_type) is None:
         register_peft_method(name=name, config_cls=config_cls, model_cls=model_cls, prefix=name + "_")
