@@ -6,7 +6,7 @@ Image Analysis (https://arxiv.org/abs/2304.12620).
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from typing import Any
 
@@ -33,6 +33,31 @@ def _inject_kwargs_hook(module: nn.Module, args: tuple, kwargs: dict, extra: dic
 
 def _strip_kwargs_hook(module: nn.Module, args: tuple, kwargs: dict):
     return args, {k: v for k, v in kwargs.items() if k not in PER_CALL_KWARGS}
+
+
+def _training_follows_grad_mode(module: nn.Module, args: tuple) -> None:
+    module.training = torch.is_grad_enabled()  # this module's flag only, not its children's
+
+
+def install_call_options(model: nn.Module, options: dict[str, Any]) -> list:
+    """Forward pre-hooks giving each module of ``model`` the ``options`` its ``call_kwargs`` lists; returns handles."""
+    handles = []
+    for module in model.modules():
+        wanted = {k: v for k, v in options.items() if k in getattr(module, "call_kwargs", ())}
+        if wanted:
+            hook = partial(_inject_kwargs_hook, extra=wanted)
+            handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+    return handles
+
+
+@contextmanager
+def _call_options_context(model: nn.Module, options: dict[str, Any]):
+    handles = install_call_options(model, options) if options else []
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class MedSAModel(BaseTuner):
@@ -64,6 +89,7 @@ class MedSAModel(BaseTuner):
         self._fresh_adapters: set[str] = set()  # created, weights not loaded yet (see load_checks)
         base = kwargs.get("model", args[0] if args else None)
         self._base_requires_grad = {n: p.requires_grad for n, p in base.named_parameters()} if base else {}
+        self._call_options: dict[str, Any] = {}
         super().__init__(*args, **kwargs)
 
     def inject_adapter(self, model: nn.Module, adapter_name: str, *args: Any, **kwargs: Any) -> None:
@@ -183,16 +209,70 @@ class MedSAModel(BaseTuner):
             call = {"pixel_values": args[0], **kwargs} if args else kwargs
             options["num_slices"] = volume_layout(options["num_slices"], call)
         handles = [self.model.register_forward_pre_hook(_strip_kwargs_hook, with_kwargs=True)]
-        for module in self.model.modules():
-            wanted = {k: v for k, v in options.items() if k in getattr(module, "call_kwargs", ())}
-            if wanted:
-                hook = partial(_inject_kwargs_hook, extra=wanted)
-                handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+        handles += install_call_options(self.model, options)
+        self._call_options = options
         try:
             yield
         finally:
+            self._call_options = {}
             for handle in handles:
                 handle.remove()
+
+    # -- activation checkpointing of the frozen image encoder -------------------------------------------------------
+    def gradient_checkpointing_enable(
+        self, gradient_checkpointing_kwargs: dict | None = None, eval_mode: bool = False, **kwargs: Any
+    ) -> None:
+        """Checkpoints the image encoder's blocks (transformers' activation checkpointing of ``SamVisionLayer``).
+
+        transformers checkpoints a block only in training mode. With ``eval_mode=True`` the blocks are checkpointed
+        in eval mode too, whenever gradients are enabled (the trainer keeps the frozen SAM in eval mode): each
+        checkpointed block's own ``training`` flag then follows ``torch.is_grad_enabled()``; its children, and with
+        them any dropout or BatchNorm, stay as they are.
+
+        Non-reentrant checkpointing only (the reentrant kind drops the adapters' gradients when the block inputs come
+        from frozen layers). The blocks are recomputed during backward, after the forward's per-call options
+        (``adapter_names``, ``num_slices``) are gone, so a ``context_fn`` hands each recomputation the options of its
+        own forward: gradients equal those without checkpointing (tested).
+
+        Raises:
+            ValueError: ``use_reentrant=True``, or a base model without activation checkpointing support.
+        """
+        options = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
+        if options["use_reentrant"]:
+            raise ValueError(
+                "Med-SA supports non-reentrant activation checkpointing only (use_reentrant=False): the reentrant "
+                "kind loses the gradients of adapters inside a block whose input does not require grad"
+            )
+        options.setdefault("context_fn", self._checkpoint_contexts)
+        enable = getattr(self.model, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable(activation_checkpointing_kwargs=options, **kwargs)
+        else:  # transformers before activation_checkpointing_enable
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options, **kwargs)
+        self._remove_eval_mode_hooks()
+        if eval_mode:
+            from transformers.modeling_layers import GradientCheckpointingLayer
+
+            self._eval_mode_hooks = [
+                module.register_forward_pre_hook(_training_follows_grad_mode)
+                for module in self.model.modules()
+                if isinstance(module, GradientCheckpointingLayer) and module.gradient_checkpointing
+            ]
+
+    def gradient_checkpointing_disable(self) -> None:
+        self._remove_eval_mode_hooks()
+        disable = getattr(self.model, "activation_checkpointing_disable", None)
+        (disable or self.model.gradient_checkpointing_disable)()
+
+    def _remove_eval_mode_hooks(self) -> None:
+        for handle in getattr(self, "_eval_mode_hooks", []):
+            handle.remove()
+        self._eval_mode_hooks = []
+
+    def _checkpoint_contexts(self):
+        """``context_fn`` of ``torch.utils.checkpoint``: nothing around the forward; the forward's per-call options
+        re-installed around its recomputation."""
+        return nullcontext(), _call_options_context(self.model, dict(getattr(self, "_call_options", {})))
 
     # -- saving and loading -------------------------------------------------------------------------------------------
     @classmethod
