@@ -3,20 +3,24 @@
 peft's ``register_peft_method`` only accepts names that already exist in its ``PeftType`` enum, so an out-of-tree
 method first adds its member to that enum, then registers its config and tuner classes. Both steps are idempotent:
 importing ``peft_medsa`` twice (or reloading it) does not raise.
+
+peft is imported last, after every definition: importing it runs ``peft_medsa``'s post-import registration
+(``peft_medsa._lazy``), which imports the tuners, which import this module's functions.
 """
 
 from __future__ import annotations
 
 import enum
-
-import peft
+from typing import Any
 
 # The tested range; pyproject.toml declares the same. The enum extension below relies on peft internals.
 SUPPORTED_PEFT = ">=0.21,<0.22"
 
 
-def _registry_api():
+def _registry_api() -> tuple[Any, Any, dict]:
     """peft's ``PeftType``, ``register_peft_method`` and config mapping, or an ImportError naming the peft version."""
+    import peft
+
     try:
         from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
         from peft.utils import PeftType, register_peft_method
@@ -34,11 +38,10 @@ def _registry_api():
     return PeftType, register_peft_method, PEFT_TYPE_TO_CONFIG_MAPPING
 
 
-PeftType, register_peft_method, PEFT_TYPE_TO_CONFIG_MAPPING = _registry_api()
 
-
-def _add_peft_type(name: str) -> PeftType:
+def _add_peft_type(name: str) -> Any:
     """Adds ``name`` (upper case) to ``peft.utils.PeftType``; returns the new or already existing member."""
+    PeftType = _registry_api()[0]
     if name in PeftType.__members__:
         return PeftType[name]
     member = str.__new__(PeftType, name)
@@ -55,7 +58,7 @@ def _add_peft_type(name: str) -> PeftType:
     return member
 
 
-def register(name: str, config_cls: type, model_cls: type) -> PeftType:
+def register(name: str, config_cls: type, model_cls: type) -> Any:
     """Registers a PEFT method so that ``get_peft_model`` and ``PeftModel.from_pretrained`` find it.
 
     Args:
@@ -67,7 +70,11 @@ def register(name: str, config_cls: type, model_cls: type) -> PeftType:
     Returns:
         The ``PeftType`` member.
     """
+    _, register_peft_method, PEFT_TYPE_TO_CONFIG_MAPPING = _registry_api()
     peft_type = _add_peft_type(name.upper())
     if PEFT_TYPE_TO_CONFIG_MAPPING.get(peft_type) is None:
         register_peft_method(name=name, config_cls=config_cls, model_cls=model_cls, prefix=name + "_")
     return peft_type
+
+
+_registry_api()  # fails at import, naming the peft version, when the registry API is missing
