@@ -1,18 +1,28 @@
-"""Med-SA overhead against plain SAM, measured side by side in one run.
+"""Med-SA against plain SAM, peft's LoRA and full fine-tuning, measured side by side in one run.
 
-Prints two ratios (issue: core tuner benchmark):
+For each image size (ViT-B at 256 and 1024 by default) it prints one table with a row per method:
 
-- inference: Med-SA forward / SAM forward (same weights, same inputs, interleaved repeats, median of each);
-- training: step with only adapters trainable / full fine-tuning step (time), and their peak-memory ratio.
+- ``sam``: plain SAM (forward only, nothing trainable);
+- ``medsa``: Med-SA with every default (r = 64), adapters initialised randomly (a trained adapter's cost);
+- ``medsa+ckpt``: the same with activation checkpointing of the frozen image encoder
+  (``model.gradient_checkpointing_enable()``);
+- ``lora``: peft LoRA, r = 16 (alpha 16) on the encoder's ``qkv`` and the decoder attentions' ``q_proj`` / ``v_proj``;
+- ``full``: full fine-tuning of SAM.
 
-Memory: on CUDA, ``torch.cuda.max_memory_allocated`` during the steps minus what was allocated before them; on
-CPU, each training variant runs in its own subprocess where a thread samples the resident set size (RSS, from
-/proc/self/statm) every millisecond during the steps: the peak minus the RSS before the first step is what the
-steps allocated (activations kept for backward, gradients, optimiser state).
+Columns: forward time (``torch.no_grad``, batch 1; interleaved repeats, median), train-step time (forward, backward,
+AdamW step; median), peak memory of the training steps, peak memory of the whole training process, and trainable
+parameters. Ratios: forward Med-SA / SAM (target <= 1.04), train step Med-SA / LoRA (target <= 1.0), and the time
+cost of checkpointing (medsa+ckpt / medsa step); whole-process peak with checkpointing at 1024 (target <= 4.7 GB).
+
+Memory: on CUDA, ``torch.cuda.max_memory_allocated`` during the steps minus the allocation before them (steps) and
+in all (process). On CPU each training variant runs in its own subprocess, in turn (rounds interleave the variants);
+a thread samples the resident set size every millisecond during the steps: the peak minus the RSS before the first
+step is what the steps allocated; the whole process's peak is the kernel's high-water mark (``VmHWM``).
 
 Usage:
-    python benchmarks/bench_overhead.py                      # ViT-B 1024 inference, ViT-B 256 and 1024 training
+    python benchmarks/bench_overhead.py                      # ViT-B 256 and 1024, every part
     python benchmarks/bench_overhead.py --quick              # ViT-B 256 only, fewer repeats (smoke test)
+    python benchmarks/bench_overhead.py --sizes 1024 --variants medsa medsa+ckpt --parts training
     python benchmarks/bench_overhead.py --device cuda --dtype bfloat16
 """
 
@@ -28,7 +38,7 @@ import threading
 import time
 
 import torch
-from peft import get_peft_model
+from peft import LoraConfig, get_peft_model
 from transformers import SamConfig, SamModel
 
 import peft_medsa
@@ -36,7 +46,13 @@ import peft_medsa
 torch.set_flush_denormal(True)
 
 
-def build(image_size: int, medsa: bool, r: int, seed: int = 0) -> torch.nn.Module:
+VARIANTS = ("sam", "medsa", "medsa+ckpt", "lora", "full")
+TRAINED = ("medsa", "medsa+ckpt", "lora", "full")
+LORA_TARGETS = r".*vision_encoder\.layers\.\d+\.attn\.qkv|.*mask_decoder\.transformer\..*\.(q_proj|v_proj)"
+
+
+def build(image_size: int, variant: str, r: int, seed: int = 0) -> torch.nn.Module:
+    """ViT-B SAM (random weights, std 0.02) at ``image_size``, with the adapters of ``variant``."""
     torch.manual_seed(seed)
     sam = SamModel(
         SamConfig(
@@ -44,8 +60,14 @@ def build(image_size: int, medsa: bool, r: int, seed: int = 0) -> torch.nn.Modul
             prompt_encoder_config=dict(image_size=image_size),
         )
     )
-    if medsa:
+    if variant.startswith("medsa"):
         sam = get_peft_model(sam, peft_medsa.MedSAConfig(r=r, init_weights=False))
+        if variant == "medsa+ckpt":
+            sam.gradient_checkpointing_enable()
+    elif variant == "lora":
+        # init_lora_weights=False: random B too, so that LoRA computes what a trained LoRA computes
+        config = LoraConfig(r=16, lora_alpha=16, target_modules=LORA_TARGETS, init_lora_weights=False)
+        sam = get_peft_model(sam, config)
     return sam
 
 
@@ -72,19 +94,20 @@ def timed(fn, device: str) -> float:
     return time.perf_counter() - start
 
 
-def bench_inference(image_size: int, r: int, repeats: int, device: str, dtype: torch.dtype) -> dict:
-    base = build(image_size, False, r).to(device, dtype).eval()
-    medsa = build(image_size, True, r).to(device, dtype).eval()
+def bench_inference(image_size: int, r: int, repeats: int, device: str, dtype: torch.dtype,
+                    variants: list[str]) -> dict[str, float]:
+    """Median forward seconds per variant (``medsa+ckpt`` and ``full`` forward as ``medsa`` and ``sam``)."""
+    names = [v for v in ("sam", "medsa", "lora") if v in variants or v == "sam"]
+    models = {v: build(image_size, v, r).to(device, dtype).eval() for v in names}
     x = inputs(image_size, 1, device, dtype)
-    times = {"sam": [], "medsa": []}
+    times: dict[str, list[float]] = {v: [] for v in names}
     with torch.no_grad():
-        base(**x), medsa(**x)  # warm-up
+        for model in models.values():  # warm-up
+            model(**x)
         for _ in range(repeats):
-            for name, model in (("sam", base), ("medsa", medsa)):
+            for name, model in models.items():
                 times[name].append(timed(lambda m=model: m(**x), device))
-    sam_t, med_t = statistics.median(times["sam"]), statistics.median(times["medsa"])
-    return {"image_size": image_size, "r": r, "repeats": repeats, "sam_s": sam_t, "medsa_s": med_t,
-            "ratio": med_t / sam_t}
+    return {v: statistics.median(t) for v, t in times.items()}
 
 
 class RssPeak:
@@ -115,9 +138,18 @@ class RssPeak:
         self.peak = max(self.peak, self.rss())
 
 
+def process_peak_rss() -> int:
+    """The kernel's high-water mark of this process's resident set size (bytes)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def train_step_stats(image_size: int, variant: str, r: int, steps: int, device: str, dtype: torch.dtype) -> dict:
     """Times ``steps`` optimiser steps (after one warm-up) and measures the step's peak memory."""
-    model = build(image_size, variant == "medsa", r).to(device, dtype).train()
+    model = build(image_size, variant, r).to(device, dtype).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=1e-4)
     x = inputs(image_size, 1, device, dtype)
@@ -135,33 +167,67 @@ def train_step_stats(image_size: int, variant: str, r: int, steps: int, device: 
         step()
         times = [timed(step, device) for _ in range(steps)]
         peak = torch.cuda.max_memory_allocated() - mem_before
+        process_peak = torch.cuda.max_memory_allocated()
     else:
         with RssPeak() as rss:
             step()
             times = [timed(step, device) for _ in range(steps)]
         peak = rss.peak - rss.before
+        process_peak = process_peak_rss()
     return {"variant": variant, "step_s": statistics.median(times), "peak_bytes": peak,
-            "trainable": sum(p.numel() for p in params)}
+            "process_peak_bytes": process_peak, "trainable": sum(p.numel() for p in params)}
 
 
-def bench_training(image_size: int, r: int, steps: int, rounds: int, device: str, dtype: torch.dtype) -> dict:
-    results: dict[str, list[dict]] = {"medsa": [], "full": []}
-    for _ in range(rounds):  # interleave the two variants
-        for variant in ("medsa", "full"):
+def bench_training(image_size: int, r: int, steps: int, rounds: int, device: str, dtype: torch.dtype,
+                   variants: list[str]) -> dict[str, dict]:
+    """Median step seconds and memory per trained variant; ``rounds`` interleave the variants."""
+    results: dict[str, list[dict]] = {v: [] for v in variants if v in TRAINED}
+    for _ in range(rounds):
+        for variant in results:
             if device.startswith("cuda"):
                 results[variant].append(train_step_stats(image_size, variant, r, steps, device, dtype))
                 torch.cuda.empty_cache()
             else:  # a fresh process each, so that its RSS measures this variant alone
                 cmd = [sys.executable, __file__, "--_train-child", variant, "--image-size", str(image_size),
-                       "--r", str(r), "--steps", str(steps), "--dtype", str(dtype).removeprefix("torch.")]
+                       "--r", str(r), "--steps", str(steps), "--dtype", str(dtype).removeprefix("torch."),
+                       "--threads", str(torch.get_num_threads())]
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                 results[variant].append(json.loads(out.strip().splitlines()[-1]))
-    med = {v: statistics.median(x["step_s"] for x in rs) for v, rs in results.items()}
-    mem = {v: statistics.median(x["peak_bytes"] for x in rs) for v, rs in results.items()}
-    return {"image_size": image_size, "r": r, "medsa_step_s": med["medsa"], "full_step_s": med["full"],
-            "time_ratio": med["medsa"] / med["full"], "medsa_peak_mb": mem["medsa"] / 2**20,
-            "full_peak_mb": mem["full"] / 2**20, "memory_ratio": mem["medsa"] / mem["full"],
-            "trainable_medsa": results["medsa"][0]["trainable"], "trainable_full": results["full"][0]["trainable"]}
+    return {
+        v: {key: statistics.median(x[key] for x in rs) for key in ("step_s", "peak_bytes", "process_peak_bytes")}
+        | {"trainable": rs[0]["trainable"]}
+        for v, rs in results.items()
+    }
+
+
+def report(size: int, forward: dict[str, float], training: dict[str, dict], variants: list[str]) -> str:
+    """The table of one size and its ratios, as printed."""
+    gb = 1e9
+    lines = [f"ViT-B {size}:", "| method | forward s | train step s | step peak GB | process peak GB | trainable |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for v in variants:
+        fwd = forward.get({"medsa+ckpt": "medsa", "full": "sam"}.get(v, v))
+        t = training.get(v)
+        cells = [f"{fwd:.3f}" if fwd is not None else "-"]
+        cells += [f"{t['step_s']:.3f}", f"{t['peak_bytes'] / gb:.2f}", f"{t['process_peak_bytes'] / gb:.2f}",
+                  f"{t['trainable'] / 1e6:.2f}M"] if t else ["-", "-", "-", "0" if v == "sam" else "-"]
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    if "medsa" in forward and "sam" in forward:
+        lines.append(f"forward Med-SA / SAM: {forward['medsa'] / forward['sam']:.3f} (target <= 1.04)")
+    if "lora" in forward and "sam" in forward:
+        lines.append(f"forward LoRA / SAM: {forward['lora'] / forward['sam']:.3f}")
+    if "medsa" in training and "lora" in training:
+        ratio = training["medsa"]["step_s"] / training["lora"]["step_s"]
+        lines.append(f"train step Med-SA / LoRA: {ratio:.3f} (target <= 1.0)")
+    if "medsa" in training and "full" in training:
+        lines.append(f"train step Med-SA / full: {training['medsa']['step_s'] / training['full']['step_s']:.3f}; "
+                     f"step memory {training['medsa']['peak_bytes'] / training['full']['peak_bytes']:.3f}")
+    if "medsa" in training and "medsa+ckpt" in training:
+        ckpt, plain = training["medsa+ckpt"], training["medsa"]
+        lines.append(f"checkpointing: step time x{ckpt['step_s'] / plain['step_s']:.3f}, process peak "
+                     f"{ckpt['process_peak_bytes'] / gb:.2f} GB vs {plain['process_peak_bytes'] / gb:.2f} GB"
+                     + (" (target <= 4.7 GB at 1024)" if size == 1024 else ""))
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -173,30 +239,35 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--parts", nargs="+", choices=["inference", "training"], default=["inference", "training"])
     parser.add_argument("--sizes", nargs="+", type=int, default=None, help="image sizes (default 256 1024)")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--repeats", type=int, default=None, help="forward repeats (default 5 at 256, 3 at 1024)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per process (default 3 at 256, 1)")
+    parser.add_argument("--rounds", type=int, default=None, help="processes per variant (default 2 at 256, 1)")
     parser.add_argument("--image-size", type=int, default=256, help=argparse.SUPPRESS)
-    parser.add_argument("--steps", type=int, default=3, help=argparse.SUPPRESS)
     parser.add_argument("--_train-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args._train_child:
-        print(json.dumps(train_step_stats(args.image_size, args._train_child, args.r, args.steps, args.device, dtype)))
+        steps = args.steps or 1
+        print(json.dumps(train_step_stats(args.image_size, args._train_child, args.r, steps, args.device, dtype)))
         return
     print(f"device={args.device} dtype={args.dtype} threads={torch.get_num_threads()} r={args.r} "
-          f"torch={torch.__version__}")
+          f"torch={torch.__version__} variants={args.variants}")
     sizes = args.sizes or ([256] if args.quick else [256, 1024])
-    for size in sizes if "inference" in args.parts else []:
-        res = bench_inference(size, args.r, 3 if args.quick else (5 if size == 256 else 3), args.device, dtype)
-        print(f"inference ViT-B {size}: SAM {res['sam_s']:.3f} s, Med-SA {res['medsa_s']:.3f} s, "
-              f"ratio {res['ratio']:.3f} (target <= 1.04 at 1024)")
-    for size in sizes if "training" in args.parts else []:
-        res = bench_training(size, args.r, 2 if args.quick or size == 1024 else 3, 1 if args.quick else 2,
-                             args.device, dtype)
-        print(f"training ViT-B {size}: Med-SA step {res['medsa_step_s']:.3f} s vs full fine-tuning "
-              f"{res['full_step_s']:.3f} s, time ratio {res['time_ratio']:.3f} (target <= 0.7); peak step memory "
-              f"{res['medsa_peak_mb']:.0f} MB vs {res['full_peak_mb']:.0f} MB, ratio {res['memory_ratio']:.3f} "
-              f"(target <= 0.85); trainable {res['trainable_medsa']/1e6:.2f}M vs {res['trainable_full']/1e6:.2f}M")
+    for size in sizes:
+        small = size <= 256
+        forward = {}
+        if "inference" in args.parts:
+            repeats = args.repeats or (2 if args.quick else (5 if small else 3))
+            forward = bench_inference(size, args.r, repeats, args.device, dtype, args.variants)
+        training = {}
+        if "training" in args.parts:
+            steps = args.steps or (1 if args.quick or not small else 3)
+            rounds = args.rounds or (1 if args.quick or not small else 2)
+            training = bench_training(size, args.r, steps, rounds, args.device, dtype, args.variants)
+        print(report(size, forward, training, args.variants), flush=True)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from peft_medsa.data.builders import load_benchmark
 from peft_medsa.data.io import DataLayoutError, MissingFileError, read_image, read_mask, read_nifti
 from peft_medsa.evaluation import evaluate_model
 from peft_medsa.metrics import compute_dice, compute_hd95, compute_iou
+from peft_medsa.prompt_checks import check_model_call
 from peft_medsa.prompts import Prompt, jitter_box, make_prompt, negative_points, positive_points
 from peft_medsa.training import TrainingConfig
 from peft_medsa.training.checkpoint_integrity import IncompleteCheckpointError
@@ -144,9 +145,12 @@ CASES: dict[str, Case] = {
                                   "unknown adapter(s) ['x']"),
     "num_slices without sd_trans": Case(lambda f, m: forward(m, 2, num_slices=2), ValueError,
                                         "num_slices is for SD-Trans adapters"),
-    "nan pixel 2d": Case(lambda f, m: m(**nan_pixels()), ValueError, "pixel_values has 1 non-finite value(s)"),
-    "nan point": Case(lambda f, m: forward(m, 1, input_points=torch.tensor([[[[NAN, 3.0]]]]),
-                                           input_labels=torch.tensor([[[1]]])), ValueError, "NaN or infinite"),
+    # values are checked at the API boundary (check_model_call), not inside the forward
+    "nan pixel 2d": Case(lambda f, m: check_model_call(m, **nan_pixels()), ValueError,
+                         "pixel_values has 1 non-finite value(s)"),
+    "nan point": Case(lambda f, m: check_model_call(m, **tiny_inputs(1), input_points=torch.tensor([[[[NAN, 3.0]]]]),
+                                                    input_labels=torch.tensor([[[1]]])),
+                      ValueError, "NaN or infinite"),
     # save / load
     "load truncated weights": Case(lambda f, m: PeftModel.from_pretrained(tiny_sam(), f.path("truncated")),
                                    AdapterLoadError, "truncated or corrupt adapter weights"),

@@ -43,7 +43,7 @@ def organ_model(seed: int, names=("default",)):
     torch.manual_seed(seed)
     for layer in model.modules():
         if isinstance(layer, MedSALayer):
-            for adapter in layer.medsa_adapter.values():
+            for adapter in layer.adapters.values():
                 adapter.reset_parameters(zero_init=False)
     return model.eval()
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from peft import PeftModel, get_peft_model
 
 from peft_medsa import HyPAdptConfig, MedSAConfig
-from peft_medsa.prompt_checks import check_prompts
+from peft_medsa.prompt_checks import check_model_call, check_prompts
 from peft_medsa.tuners.hyp import HyperPromptAdapter, HyperPromptLayer
 from peft_medsa.tuners.medsa.layer import MedSALayer
 
@@ -41,7 +41,7 @@ def randomize(model, seed=3):
     torch.manual_seed(seed)
     for layer in model.modules():
         if isinstance(layer, MedSALayer):
-            for adapter in layer.medsa_adapter.values():
+            for adapter in layer.adapters.values():
                 adapter.reset_parameters(zero_init=False)
     return model
 
@@ -86,7 +86,7 @@ def test_hypadpt_places_only_the_decoder_slot(hyp_model):
     wrapped = {n.removeprefix("base_model.model.") for n, m in hyp_model.named_modules() if isinstance(m, MedSALayer)}
     assert wrapped == {f"mask_decoder.transformer.layers.{i}.layer_norm2" for i in range(2)}
     trainable = {n for n, p in hyp_model.named_parameters() if p.requires_grad}
-    assert trainable and all(".layer_norm2.medsa_adapter.default." in n for n in trainable)
+    assert trainable and all(".layer_norm2.hypadpt_adapter.default." in n for n in trainable)
 
 
 # -- the equations --------------------------------------------------------------------------------------------------
@@ -126,7 +126,7 @@ def test_slot_computes_norm_of_residual(hyp_model):
     block.layer_norm2._forward_hooks.clear()
     slot = block.layer_norm2
     assert seen["prompt"].shape[-2] == 2 + 2  # two clicks (no padding point with a box) + two box corners
-    expected = slot.base_layer(seen["x"] + slot.medsa_adapter["default"](seen["x"], seen["prompt"]))
+    expected = slot.base_layer(seen["x"] + slot.adapters["default"](seen["x"], seen["prompt"]))
     torch.testing.assert_close(out["y"], expected)
     assert slot._prompt_tokens is None  # released after the block
 
@@ -138,7 +138,7 @@ def captured_hyper_weights(model, **inputs):
     handle = slot.register_forward_pre_hook(lambda m, a: seen.append(m._prompt_tokens))
     masks = forward(model, **inputs)[0]
     handle.remove()
-    adapter = slot.medsa_adapter["default"]
+    adapter = slot.adapters["default"]
     with torch.no_grad():
         return masks, adapter.hyper_weights(adapter.prompt_embedding(seen[0]))
 
@@ -241,7 +241,7 @@ def test_ablation_modes_identity_and_prompt_dependence(mode):
     randomize(model)
     slot = model.base_model.model.mask_decoder.transformer.layers[0].layer_norm2
     x, tokens = torch.randn(2, 1, 7, D), torch.randn(2, 1, 3, D)
-    adapter = slot.medsa_adapter["default"]
+    adapter = slot.adapters["default"]
     if mode == "none":  # a plain bottleneck, no prompt: also usable without one
         assert not slot.requires_prompt()
         forward(model, pixel_values=images)
@@ -305,9 +305,15 @@ LABELS = torch.tensor([[[1, 0]]])
     ],
     ids=["point-out", "box-out", "nan", "label-shape", "label-value", "box-swapped", "none", "no-point", "pad"],
 )
-def test_bad_prompts_rejected_by_the_model(hyp_model, prompt, match):
+def test_bad_prompts_rejected_at_the_api_boundary(hyp_model, prompt, match):
     with pytest.raises(ValueError, match=match):
-        forward(hyp_model, pixel_values=tiny_inputs(batch=1)["pixel_values"], **prompt)
+        check_model_call(hyp_model, pixel_values=tiny_inputs(batch=1)["pixel_values"], **prompt)
+
+
+def test_call_without_prompt_still_fails_clearly_inside_the_forward(hyp_model):
+    # the forward keeps the checks that need no tensor values: a prompt-conditioned adapter given no prompt token
+    with pytest.raises(ValueError, match="HyP-Adpt conditions the mask decoder on the prompt"):
+        forward(hyp_model, pixel_values=tiny_inputs(batch=1)["pixel_values"])
 
 
 def test_padding_points_are_not_range_checked():

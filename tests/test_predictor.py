@@ -25,7 +25,7 @@ def adapted(adapter_seed=5):
     torch.manual_seed(adapter_seed)
     for layer in model.modules():
         if isinstance(layer, MedSALayer):
-            for adapter in layer.medsa_adapter.values():
+            for adapter in layer.adapters.values():
                 adapter.reset_parameters(zero_init=False)
     return model.eval()
 

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from peft_medsa import MedSAConfig, SDTransConfig
 from peft_medsa.inference.volume import chunk_starts, segment_volume
+from peft_medsa.prompt_checks import check_model_call
 from peft_medsa.tuners.sd_trans import SpaceDepthAttention, VolumeLayout
 
 from conftest import tiny_lite_medsam_config, tiny_sam
@@ -30,9 +31,9 @@ def sd_model(seed=0, random_adapters=True, **config):
     if random_adapters:
         torch.manual_seed(7)
         for layer in sd_layers(model):
-            for name in layer.medsa_adapter:
-                layer.medsa_adapter[name].reset_parameters(zero_init=False)
-                layer.medsa_depth_adapter[name].reset_parameters(zero_init=False)
+            for name in layer.adapters:
+                layer.adapters[name].reset_parameters(zero_init=False)
+                layer.depth_adapters[name].reset_parameters(zero_init=False)
     return model.eval()
 
 
@@ -72,8 +73,8 @@ def reference_block(block, x, volumes, slices):
     layer = block.attn
     attn, space_adapter, depth_adapter = (
         layer.base_layer,
-        layer.medsa_adapter["default"],
-        layer.medsa_depth_adapter["default"],
+        layer.adapters["default"],
+        layer.depth_adapters["default"],
     )
     normed = block.layer_norm1(x)
     height, width = x.shape[1:3]
@@ -165,7 +166,7 @@ def test_gradients_reach_depth_adapter(fusion):
     out = model(**inputs, num_slices=3).pred_masks
     out.square().mean().backward()
     for layer in sd_layers(model):
-        assert layer.medsa_depth_adapter["default"].up.weight.grad.abs().max() > 0
+        assert layer.depth_adapters["default"].up.weight.grad.abs().max() > 0
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
     assert all(p.grad is None for n, p in model.named_parameters() if n in frozen)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -196,7 +197,7 @@ def test_save_load_round_trip(tmp_path):
     model = sd_model(sd_fusion="concat")
     with torch.no_grad():
         for layer in sd_layers(model):
-            layer.medsa_depth_fusion["default"].linear.weight.add_(0.01 * torch.randn(32, 64))
+            layer.depth_fusions["default"].linear.weight.add_(0.01 * torch.randn(32, 64))
     inputs = volume_inputs()
     expected = masks(model, inputs, num_slices=3)
     model.save_pretrained(tmp_path / "a")
@@ -213,6 +214,9 @@ def test_sdtrans_peft_type_round_trip(tmp_path):
     model = get_peft_model(tiny_sam(), SDTransConfig(r=4, decoder_adapters=False))
     assert model.peft_config["default"].peft_type == PeftType.SDTRANS and len(sd_layers(model)) == 2
     model.save_pretrained(tmp_path / "s")
+    keys = set(load_file(tmp_path / "s" / "adapter_model.safetensors"))
+    assert any(".sdtrans_depth_adapter.down.weight" in k for k in keys)
+    assert all(".sdtrans_" in k and ".medsa_" not in k for k in keys)  # the registered prefix is the real one
     loaded = PeftModel.from_pretrained(tiny_sam(), tmp_path / "s")
     assert isinstance(loaded.peft_config["default"], SDTransConfig) and len(sd_layers(loaded)) == 2
 
@@ -251,7 +255,6 @@ def test_tiny_vit_backbone():
         (dict(num_slices=0), r"num_slices must be a positive integer"),
         (dict(num_slices=True), r"num_slices must be a positive integer"),
         (dict(num_slices=3, input_boxes=torch.tensor([[[4.0, 6.0, 40.0, 44.0]]])), r"input_boxes has 1 rows"),
-        (dict(num_slices=3, pixel_values=torch.full((6, 3, 64, 64), float("nan"))), r"non-finite"),
         (dict(num_slices=3, pixel_values=torch.randn(2, 3, 3, 64, 64)), r"flatten\(0, 1\)"),
     ],
 )
@@ -260,6 +263,13 @@ def test_bad_model_calls(change, match):
     inputs = volume_inputs() | change
     with pytest.raises(ValueError, match=match):
         model(**inputs)
+
+
+def test_non_finite_slices_rejected_at_the_api_boundary():
+    model = sd_model(random_adapters=False)
+    inputs = volume_inputs() | dict(num_slices=3, pixel_values=torch.full((6, 3, 64, 64), float("nan")))
+    with pytest.raises(ValueError, match=r"pixel_values has 73728 non-finite"):
+        check_model_call(model, **inputs)
 
 
 def test_bad_configs_and_mixed_volume_adapters():

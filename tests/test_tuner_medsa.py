@@ -17,7 +17,7 @@ from peft_medsa import MedSAConfig
 from peft_medsa.tuners.hyp.layer import HyperPromptLayer
 from peft_medsa.tuners.medsa.layer import MedSALayer
 
-from conftest import tiny_inputs, tiny_sam
+from conftest import REPO_ROOT, tiny_inputs, tiny_sam
 
 
 def forward(model, inputs, **kwargs):
@@ -47,7 +47,7 @@ def random_adapter_model(seed=0, adapter_seed=5, **config):
     torch.manual_seed(adapter_seed)
     for layer in model.modules():
         if isinstance(layer, MedSALayer):
-            for adapter in layer.medsa_adapter.values():
+            for adapter in layer.adapters.values():
                 adapter.reset_parameters(zero_init=False)
     return model
 
@@ -103,15 +103,15 @@ def test_adapter_equations_match_reference():
     layer = model.base_model.model.vision_encoder.layers[0]
     x = torch.randn(2, 8, 8, 32)
     mlp, attn = layer.mlp, layer.attn
-    adapter = mlp.medsa_adapter["default"]
+    adapter = mlp.adapters["default"]
     expected = mlp.base_layer(x) + 0.3 * adapter.up(torch.relu(adapter.down(x)))
     torch.testing.assert_close(mlp(x), expected)
     h = attn.base_layer(hidden_states=x)[0]
-    a = attn.medsa_adapter["default"]
+    a = attn.adapters["default"]
     torch.testing.assert_close(attn(hidden_states=x)[0], h + a.up(torch.relu(a.down(h))))
     norm = model.base_model.model.mask_decoder.transformer.layers[0].layer_norm4
     k = torch.randn(2, 1, 64, 32)
-    n = norm.medsa_adapter["default"]
+    n = norm.adapters["default"]
     torch.testing.assert_close(norm(k), norm.base_layer(k + n.up(torch.relu(n.down(k)))))
 
 
@@ -212,7 +212,7 @@ def test_multiple_adapters_switch_and_mixed_batch(tmp_path):
         forward(a, inputs, adapter_names=["b", "default"])
     a.delete_adapter("b")
     assert "b" not in a.peft_config
-    assert all("b" not in m.medsa_adapter for m in a.modules() if isinstance(m, MedSALayer))
+    assert all("b" not in m.adapters for m in a.modules() if isinstance(m, MedSALayer))
     assert_same(forward(a, inputs), out_a)
 
 
@@ -323,6 +323,21 @@ def test_registered_peft_type():
 
     importlib.reload(peft_medsa._registry)  # registering again is harmless
     peft_medsa._registry.register("medsa", MedSAConfig, peft_medsa.MedSAModel)
+
+
+def test_peft_without_the_registry_api_fails_at_import_naming_the_version(monkeypatch):
+    import importlib
+
+    import peft
+    import peft.utils
+
+    monkeypatch.delattr(peft.utils, "register_peft_method")
+    monkeypatch.setattr(peft, "__version__", "0.99.0")
+    with pytest.raises(ImportError, match=r"this peft 0.99.0 lacks .*install peft>=0.21,<0.22"):
+        importlib.reload(peft_medsa._registry)
+    monkeypatch.undo()
+    importlib.reload(peft_medsa._registry)
+    assert "peft>=0.21,<0.22" in (REPO_ROOT / "pyproject.toml").read_text()  # the declared range is the tested one
 
 
 VIT_SIZES = {

@@ -2,8 +2,10 @@
 
 Importing this package registers the PEFT methods ``MEDSA``, ``SDTRANS`` and ``HYPADPT`` (so that
 ``get_peft_model(sam, MedSAConfig(...))`` and ``PeftModel.from_pretrained(sam, path)`` work as they do for LoRA) and
-the ``lite_medsam`` model type with transformers' Auto classes. The training, Hub and inference helpers are imported
-on first use, so that ``import peft_medsa`` stays light (it needs neither ``datasets`` nor the NIfTI/DICOM readers).
+the ``lite_medsam`` model type with transformers' Auto classes. It does so without loading torch, peft or
+transformers itself: what is already imported is registered at once, the rest right after its import
+(``peft_medsa._lazy``), and every public name is imported on first use. So ``peft-medsa`` commands that fail on their
+arguments return at once, and ``import peft_medsa`` costs well under ``import peft``.
 """
 
 from __future__ import annotations
@@ -11,14 +13,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import backbones  # noqa: F401  (registers the LiteMedSAM model type with the Auto classes)
-from .tuners.hyp import HyPAdptConfig, HyPAdptModel, HyperPromptAdapter
-from .tuners.medsa import MedSAConfig, MedSAModel
-from .tuners.sd_trans import SDTransConfig, SDTransModel
+from ._lazy import after_import
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    "HyPAdptConfig": ".tuners.hyp",
+    "HyPAdptModel": ".tuners.hyp",
+    "HyperPromptAdapter": ".tuners.hyp",
+    "MedSAConfig": ".tuners.medsa",
+    "MedSAModel": ".tuners.medsa",
+    "SDTransConfig": ".tuners.sd_trans",
+    "SDTransModel": ".tuners.sd_trans",
     "MedSAPredictor": ".inference.predictor",
     "MedSATrainer": ".training",
     "TrainingConfig": ".training",
@@ -26,6 +32,20 @@ _LAZY = {
     "load_organ_adapters": ".hub",
     "push_adapters_to_hub": ".hub",
 }
+_SUBPACKAGES = ("backbones", "data", "evaluation", "hub", "inference", "metrics", "prompts", "training", "tuners")
+
+
+def _register_peft_methods() -> None:
+    for module in (".tuners.medsa", ".tuners.hyp", ".tuners.sd_trans"):  # each registers its type on import
+        importlib.import_module(module, __name__)
+
+
+def _register_model_type() -> None:
+    importlib.import_module(".backbones", __name__)  # registers lite_medsam with transformers' Auto classes
+
+
+after_import("transformers", _register_model_type)
+after_import("peft", _register_peft_methods)
 
 
 def __getattr__(name: str) -> Any:
@@ -33,6 +53,8 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
         globals()[name] = value
         return value
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

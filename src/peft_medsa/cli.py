@@ -1,13 +1,17 @@
 """``peft-medsa``: segment images and volumes with (adapted) SAM, and evaluate on a benchmark.
 
 Exit status: 0 on success, 2 for a bad argument or input file (one line naming it on stderr, no traceback), 1 for
-an unexpected error (one line; ``--debug`` shows the traceback).
+an unexpected error (one line; ``--debug`` shows the traceback, with the error that caused it).
+
+Startup is cheap: this module imports only the standard library, input paths are checked before torch, peft and
+transformers are loaded, so a command given a missing file fails within a second.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 COORDINATES = """\
 coordinates (original image pixels, as segment-anything):
@@ -97,9 +101,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def missing_input(args: argparse.Namespace) -> str | None:
+    """The error message for an input path of the command that does not exist, checked before any heavy import."""
+    paths = {"predict": ("image",), "evaluate": ("data_dir",)}[args.command]
+    for name in paths:
+        value = getattr(args, name)
+        if not Path(value).exists():
+            return f"--{name.replace('_', '-')} {value}: no such file or folder"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``peft-medsa``; returns the exit status."""
     args = build_parser().parse_args(argv)
+    problem = missing_input(args)
+    if problem is not None:
+        print(f"peft-medsa {args.command}: error: {problem}", file=sys.stderr)
+        return 2
     if args.quiet:
         from transformers.utils import logging as hf_logging
 
@@ -116,11 +134,13 @@ def main(argv: list[str] | None = None) -> int:
             message = run_predict(args) if args.command == "predict" else run_evaluate(args)
     except (UserError, DataLayoutError, FileNotFoundError, ValueError, RuntimeError) as err:
         if args.debug:
+            err.__suppress_context__ = False  # `raise ... from None` hides the cause from users, not from --debug
             raise
         print(f"peft-medsa {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     except Exception as err:  # unexpected: still one line unless --debug
         if args.debug:
+            err.__suppress_context__ = False
             raise
         reason = " ".join(str(err).split())
         print(

@@ -1,8 +1,9 @@
 """Validation of the prompts given to a SAM call: clear errors instead of silently wrong masks.
 
 SAM's prompt encoder accepts NaN clicks, clicks far outside the image, boxes with swapped corners and labels of the
-wrong shape without complaint; the tuners call ``check_prompts`` from their forward hooks on the SamModel call's
-``input_points`` / ``input_labels`` / ``input_boxes``.
+wrong shape without complaint. These checks read tensor values (``.any()``, ``.all()``: a host-device synchronisation
+each), so they run once at the API boundaries (the predictor, the volume helper, the CLI through them, and
+``check_model_call`` for code that calls ``model(...)`` itself), never inside the model's forward.
 
 Conventions (as in ``peft_medsa.prompts``): points are (x, y) pixel coordinates and boxes XYXY, both in the model
 input space ``[0, image_size]``; labels are 1 (foreground), 0 (background), -1 (not a point) or -10 (padding, ignored).
@@ -147,8 +148,26 @@ def check_call_prompts(args: tuple, kwargs: Mapping[str, Any], image_size: int |
     )
 
 
+def check_model_call(model: Any, *args: Any, **kwargs: Any) -> None:
+    """Checks the inputs of ``model(*args, **kwargs)`` for a SAM-like model with or without adapters, before the call.
+
+    The prompts as ``check_prompts`` (range: the model's input size; an active HyP-Adpt needs a prompt) and
+    ``pixel_values`` (finite values).
+
+    Raises:
+        ValueError: as ``check_prompts``, or non-finite ``pixel_values``.
+    """
+    require = any(getattr(m, "requires_prompt", lambda: False)() for m in model.modules())
+    check_call_prompts(args, kwargs, model_input_size(model), require_prompt=require)
+    pixel_values = args[0] if args else kwargs.get("pixel_values")
+    if isinstance(pixel_values, torch.Tensor) and not torch.isfinite(pixel_values).all():
+        bad = int((~torch.isfinite(pixel_values)).sum())
+        raise ValueError(f"pixel_values has {bad} non-finite value(s) (NaN or inf); clean the image before the call")
+
+
 def model_input_size(model: Any) -> int | None:
     """The model input side in pixels of a SAM-like model (``config.prompt_encoder_config.image_size``), or None."""
+    model = model.get_base_model() if hasattr(model, "get_base_model") else model
     prompt_config = getattr(getattr(model, "config", None), "prompt_encoder_config", None)
     size = getattr(prompt_config, "image_size", None)
     return int(size) if size is not None else None

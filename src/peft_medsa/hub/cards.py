@@ -56,19 +56,50 @@ def _metadata(base_model: str | None, datasets: Sequence[str], tags: Sequence[st
     return data.to_yaml().strip()
 
 
+# PeftType name -> (method name, description, what the adapter folder holds)
+METHODS = {
+    "MEDSA": (
+        "Med-SA",
+        "Med-SA (Medical SAM Adapter)",
+        "the bottleneck adapters in the image encoder and the mask decoder",
+    ),
+    "SDTRANS": (
+        "Med-SA SD-Trans",
+        "Med-SA with SD-Trans (3D: depth attention across slices)",
+        "the bottleneck adapters and SD-Trans depth adapters in the image encoder, and the mask decoder's adapters",
+    ),
+    "HYPADPT": (
+        "HyP-Adpt",
+        "HyP-Adpt (Med-SA's hyper-prompting adapter, alone)",
+        "the prompt-conditioned adapters in the mask decoder",
+    ),
+}
+
+
+def _peft_type_name(peft_model: Any | None, peft_config: Any | None) -> str:
+    """``"MEDSA"``, ``"SDTRANS"`` or ``"HYPADPT"``: the PEFT type of the card's adapter (``"MEDSA"`` if unknown)."""
+    if peft_config is None and peft_model is not None:
+        peft_config = peft_model.peft_config[peft_model.active_adapter]
+    peft_type = getattr(peft_config, "peft_type", None)
+    name = getattr(peft_type, "value", peft_type)
+    return name if name in METHODS else "MEDSA"
+
+
 def _adapter_table(peft_model: Any | None, peft_config: Any | None) -> str:
     if peft_model is not None:
         peft_config = peft_config or peft_model.peft_config[peft_model.active_adapter]
     if peft_config is None:
         return "Med-SA adapters (configuration not recorded)."
-    rows = [("method", "Med-SA (PeftType MEDSA)")]
+    peft_type = _peft_type_name(peft_model, peft_config)
+    rows = [("method", f"{METHODS[peft_type][0]} (PeftType {peft_type})")]
     for key in ("r", "scaling", "activation", "encoder_layers", "encoder_positions", "decoder_adapters",
                 "modules_to_save"):
         if hasattr(peft_config, key):
             value = getattr(peft_config, key)
             rows.append((key, "all" if key == "encoder_layers" and value is None else value))
     if peft_model is not None:
-        trainable = sum(p.numel() for n, p in peft_model.named_parameters() if "medsa_" in n or p.requires_grad)
+        prefix = peft_model.base_model.prefix if hasattr(peft_model, "base_model") else "medsa_"
+        trainable = sum(p.numel() for n, p in peft_model.named_parameters() if prefix in n or p.requires_grad)
         total = sum(p.numel() for p in peft_model.parameters())
         rows.append(("adapter parameters", f"{trainable:,} of {total:,} ({100 * trainable / max(total, 1):.2f}%)"))
     return "| setting | value |\n|---|---|\n" + "\n".join(f"| {k} | `{v}` |" for k, v in rows)
@@ -108,7 +139,8 @@ def render_model_card(
     peft_model: Any | None = None,
     peft_config: Any | None = None,
 ) -> str:
-    """The README.md of one adapter (one task or organ).
+    """The README.md of one adapter (one task or organ); its title and usage name the adapter's PEFT type (MEDSA,
+    SDTRANS or HYPADPT, read from ``peft_config`` or ``peft_model``; MEDSA when neither is given).
 
     Args:
         base_model: Hub id or description of the SamModel the adapter was trained on; ``None``: read from
@@ -149,8 +181,14 @@ def render_model_card(
         "imagenet": "ImageNet mean / std on [0, 1] pixels (ViT SAM)",
         "minmax": "min-max to [0, 1] per image (MedSAM / LiteMedSAM)",
     }.get(normalize, normalize)
+    peft_type = _peft_type_name(peft_model, peft_config)
+    method_name, method_description, adapter_scope = METHODS[peft_type]
     values = {
         "metadata": _metadata(hub_id, datasets, extra_tags, license),
+        "method_name": method_name,
+        "method_description": method_description,
+        "adapter_scope": adapter_scope,
+        "peft_type": peft_type,
         "title": f"{task} ({organ})" if organ else task,
         "task": task,
         "organ_phrase": f", structure **{organ}**" if organ else "",

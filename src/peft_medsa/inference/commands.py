@@ -46,17 +46,11 @@ def load_model(spec: str, adapters: list[str] | None = None, device: str = "cpu"
     Adapters are named by their folder name (``default`` for the first when names clash); the first (or ``active``)
     is active.
     """
-    import peft_medsa  # noqa: F401  (registers the PEFT types)
-
-    try:
-        import peft_medsa.backbones.lite_medsam as lite  # registers model_type "lite_medsam" with AutoModel
-    except ImportError:  # the LiteMedSAM backbone is optional
-        lite = None
     from transformers import AutoModel
 
+    import peft_medsa.backbones.lite_medsam as lite  # registers model_type "lite_medsam" with AutoModel
+
     if spec == "lite-medsam":
-        if lite is None or not hasattr(lite, "convert_lite_medsam"):
-            raise UserError("--model lite-medsam: the LiteMedSAM converter (peft_medsa.backbones) is not available")
         try:
             model = lite.convert_lite_medsam()
         except (FileNotFoundError, OSError) as err:

@@ -218,9 +218,9 @@ def label_map(instances: Sequence[Instance], image_shape: tuple[int, int]) -> np
     return labels
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 2.0 * int(np.logical_and(a, b).sum()) / total if total else 1.0
+def _dice(instance: np.ndarray, target: np.ndarray) -> float:
+    # instances are never empty (generate keeps area > 0), so the denominator is positive
+    return 2.0 * int(np.logical_and(instance, target).sum()) / (int(instance.sum()) + int(target.sum()))
 
 
 def best_instance(instances: Sequence[Instance], target: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ import torch
 from ..data.io import read_image
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, ResizeInfo, restore_original_size
 from ..data.transforms import model_pixels as preprocess_image
+from ..prompt_checks import check_model_call
 
 NORMALIZATIONS = ("auto", "imagenet", "minmax", "none")
 
@@ -257,6 +258,7 @@ class MedSAPredictor:
             kwargs["input_points"] = kwargs["input_points"].to(self.dtype)
         if input_boxes is not None:
             kwargs["input_boxes"] = kwargs["input_boxes"].to(self.dtype)
+        check_model_call(self.model, **kwargs)  # the API boundary: the model's forward does not check values
         outputs = self.model(image_embeddings=embeddings, multimask_output=multimask_output, **kwargs)
         return outputs.pred_masks[0].float(), outputs.iou_scores[0].float()
 

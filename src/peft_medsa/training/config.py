@@ -56,6 +56,9 @@ class TrainingConfig:
             process only (ignored under DDP / FSDP).
         cache_megabytes: Memory budget of that cache; cases beyond it are recomputed at each step.
         seed: Seed of the data order, the prompts and torch / numpy / python RNGs.
+        gradient_checkpointing: Recompute the frozen image encoder's activations during backward instead of
+            keeping them (``model.gradient_checkpointing_enable(eval_mode=True)``): less memory, about one more
+            encoder forward per step. Adapter gradients are unchanged.
         cpu: Force CPU even where CUDA is available.
         resume: Continue from the latest checkpoint of ``output_dir`` (which must be a run of the same config).
         overwrite: Delete an existing ``output_dir`` first.
@@ -87,6 +90,9 @@ class TrainingConfig:
     cache_frozen_encoder: bool = field(default=True, metadata={"help": "Cache the frozen front of the encoder."})
     cache_megabytes: float = field(default=2048.0, metadata={"help": "Memory budget of the frozen-prefix cache."})
     seed: int = field(default=0, metadata={"help": "Seed of data order, prompts and RNGs."})
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Recompute the frozen image encoder's activations in backward."}
+    )
     cpu: bool = field(default=False, metadata={"help": "Force CPU."})
     resume: bool = field(default=False, metadata={"help": "Continue from the latest checkpoint."})
     overwrite: bool = field(default=False, metadata={"help": "Delete an existing output_dir first."})

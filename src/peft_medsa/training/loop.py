@@ -165,6 +165,8 @@ class MedSATrainer:
             )
         set_seed(cfg.seed)
         self.model.eval()  # frozen SAM: no dropout to enable, and BatchNorm statistics (TinyViT) must not drift
+        if cfg.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(eval_mode=True)
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the model has no trainable parameters (adapters frozen or inference_mode=True?)")

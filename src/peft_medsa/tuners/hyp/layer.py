@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ...prompt_checks import EMPTY_PROMPT_ERROR
-from ..medsa.layer import BASE_ADAPTER_NAME, MedSALayer, infer_hidden_size, rows_per_sample
+from ..medsa.layer import BASE_ADAPTER_NAME, MedSALayer, rows_per_sample
 from .hyper_prompt_adapter import DEFAULT_MAX_HYPER_DIM, build_slot_adapter, needs_prompt
 
 
@@ -40,6 +40,7 @@ class HyperPromptLayer(MedSALayer):
         block: the two-way block that owns ``base_layer`` (its input carries the prompt tokens).
         num_output_tokens: 1 + number of mask tokens, the tokens before the prompt tokens in ``query_point_embedding``.
         r, activation, init_weights: as in ``MedSAConfig``.
+        prefix: the PEFT type's parameter prefix (see ``MedSALayer``).
         prompt_conditioning: ``"hyper"`` (HyP-Adpt), ``"add"``, ``"concat"`` or ``"none"`` (plain adapter).
     """
 
@@ -54,20 +55,22 @@ class HyperPromptLayer(MedSALayer):
         init_weights: bool = True,
         prompt_conditioning: str = "hyper",
         hyper_dim: int = 64,
+        prefix: str = "medsa_",
     ) -> None:
-        # MedSALayer.__init__ creates plain bottlenecks; this layer sets up the same attributes with its own adapters
-        nn.Module.__init__(self)
-        self.base_layer = base_layer
-        self.role = "hyper"
-        self.hidden_size = infer_hidden_size(base_layer, "norm")
+        super().__init__(
+            base_layer,
+            adapter_name,
+            role="hyper",
+            r=r,
+            activation=activation,
+            init_weights=init_weights,
+            prefix=prefix,
+            prompt_conditioning=prompt_conditioning,
+            hyper_dim=hyper_dim,
+        )
         self.num_output_tokens = num_output_tokens
-        self.medsa_adapter = nn.ModuleDict()
-        self.medsa_scaling: dict[str, float] = {}
-        self._active_adapter = adapter_name
-        self.merged_adapters = []
         self._prompt_tokens: torch.Tensor | None = None
         self._hook_handles: list = []
-        self.update_layer(adapter_name, r, activation, init_weights, prompt_conditioning, hyper_dim)
         self.attach_prompt_hooks(block)
 
     def update_layer(
@@ -81,15 +84,11 @@ class HyperPromptLayer(MedSALayer):
         **kwargs: Any,
     ) -> None:
         """Creates adapter ``adapter_name`` (``prompt_conditioning`` picks its kind) on the norm's device and dtype."""
-        adapter = build_slot_adapter(
+        self.adapters[adapter_name] = build_slot_adapter(
             prompt_conditioning, self.hidden_size, r, activation, zero_init=init_weights, hyper_dim=hyper_dim
         )
-        reference = next(self.base_layer.parameters(), None)
-        if reference is not None:
-            dtype = reference.dtype if reference.dtype.is_floating_point else None
-            adapter.to(device=reference.device, dtype=dtype)
-        self.medsa_adapter[adapter_name] = adapter
-        self.medsa_scaling[adapter_name] = 1.0
+        self.scalings[adapter_name] = 1.0
+        self._move_adapter_to_device_of_base_layer(adapter_name)
         self.set_adapter(self.active_adapters)
 
     # -- the prompt, from the block's input -------------------------------------------------------------------------
@@ -131,7 +130,7 @@ class HyperPromptLayer(MedSALayer):
 
     # -- forward ------------------------------------------------------------------------------------------------------
     def _slot_output(self, name: str, hidden_states: torch.Tensor, prompt_tokens: torch.Tensor | None) -> torch.Tensor:
-        adapter = self.medsa_adapter[name]
+        adapter = self.adapters[name]
         dtype = adapter.down.weight.dtype
         if needs_prompt(adapter):
             out = adapter(hidden_states.to(dtype), prompt_tokens.to(dtype))
@@ -142,18 +141,18 @@ class HyperPromptLayer(MedSALayer):
     def adapter_delta(self, hidden_states: torch.Tensor, adapter_names: list[str] | None = None) -> torch.Tensor:
         """Sum of the active adapters' outputs on tokens (B, point_batch, T, d), each conditioned on its own prompt."""
         if adapter_names is None:
-            names = [a for a in self.active_adapters if a in self.medsa_adapter]
+            names = [a for a in self.active_adapters if a in self.adapters]
             rows = {name: None for name in names}
         else:
             per = rows_per_sample(hidden_states, adapter_names)
             rows = {}
             for name in dict.fromkeys(adapter_names):
-                if name != BASE_ADAPTER_NAME and name in self.medsa_adapter:
+                if name != BASE_ADAPTER_NAME and name in self.adapters:
                     rows[name] = torch.tensor(
                         [i * per + k for i, n in enumerate(adapter_names) if n == name for k in range(per)],
                         device=hidden_states.device,
                     )
-        wanted = any(needs_prompt(self.medsa_adapter[name]) for name in rows)
+        wanted = any(needs_prompt(self.adapters[name]) for name in rows)
         prompt = self.prompt_tokens(hidden_states) if wanted else None
         delta = torch.zeros_like(hidden_states)
         for name, index in rows.items():
@@ -173,11 +172,17 @@ class HyperPromptLayer(MedSALayer):
         """Whether any active adapter of this layer is conditioned on the prompt (adapters enabled)."""
         if self.disable_adapters:
             return False
-        return any(needs_prompt(self.medsa_adapter[a]) for a in self.active_adapters if a in self.medsa_adapter)
+        return any(needs_prompt(self.adapters[a]) for a in self.active_adapters if a in self.adapters)
 
 
 def create_or_update_hyper_layer(
-    model: nn.Module, config: Any, adapter_name: str, target: nn.Module, parent: nn.Module, key: str
+    model: nn.Module,
+    config: Any,
+    adapter_name: str,
+    target: nn.Module,
+    parent: nn.Module,
+    key: str,
+    prefix: str = "medsa_",
 ) -> HyperPromptLayer | None:
     """Adds ``adapter_name`` to the first decoder slot ``key`` (a block's ``layer_norm2``).
 
@@ -206,7 +211,7 @@ def create_or_update_hyper_layer(
     decoder_name = key.split(".transformer.layers.")[0]
     decoder = model.get_submodule(decoder_name)
     num_output_tokens = 1 + decoder.mask_tokens.num_embeddings
-    return HyperPromptLayer(target, adapter_name, parent, num_output_tokens, **kwargs)
+    return HyperPromptLayer(target, adapter_name, parent, num_output_tokens, prefix=prefix, **kwargs)
 
 
 def hyper_prompt_layers(model: nn.Module) -> list[HyperPromptLayer]:

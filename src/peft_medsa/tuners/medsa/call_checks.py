@@ -3,7 +3,10 @@
 - ``adapter_names`` must hold exactly one name per image of the batch (a shorter list used to be spread over the
   batch, an empty one to switch every adapter off);
 - ``num_slices`` is only for models with SD-Trans adapters (elsewhere it used to be ignored);
-- ``pixel_values`` must be finite (one NaN pixel makes the whole mask NaN; the SD-Trans path checks it as well).
+
+They run inside every forward, so they read shapes and Python values only, never tensor values (no host-device
+synchronisation): that ``pixel_values`` are finite is checked at the API boundaries
+(``peft_medsa.prompt_checks.check_model_call``, the predictor, the volume helper, the trainer's inputs).
 """
 
 from __future__ import annotations
@@ -24,16 +27,11 @@ def _batch_size(args: tuple, kwargs: dict) -> int | None:
 
 
 def check_call_options(model: nn.Module, args: tuple, kwargs: dict) -> None:
-    """Refuses ``adapter_names`` of the wrong length, ``num_slices`` without SD-Trans and non-finite pixels.
+    """Refuses ``adapter_names`` of the wrong length and ``num_slices`` without SD-Trans.
 
     Raises:
         ValueError: naming the option, what was given and what was expected.
     """
-    pixel_values = args[0] if args else kwargs.get("pixel_values")
-    if isinstance(pixel_values, torch.Tensor) and pixel_values.is_floating_point():
-        if not torch.isfinite(pixel_values).all():
-            bad = int((~torch.isfinite(pixel_values)).sum())
-            raise ValueError(f"pixel_values has {bad} non-finite value(s) (NaN or inf); clean the image first")
     names: Any = kwargs.get("adapter_names")
     batch = _batch_size(args, kwargs)
     if names is not None and not isinstance(names, str) and batch is not None and len(names) != batch:

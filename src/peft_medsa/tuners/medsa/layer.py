@@ -1,7 +1,8 @@
 """Med-SA tuner layers: wrappers that add bottleneck adapters around SAM's attention, MLP and norm modules.
 
 Each wrapper keeps the SAM module as ``base_layer`` (frozen) and holds one ``BottleneckAdapter`` per adapter name in
-``medsa_adapter``. Its *role* fixes where the adapter acts (Wu et al., Fig. 1b and 1d):
+``<prefix>adapter`` (``medsa_adapter`` for the MEDSA type, ``sdtrans_adapter`` / ``hypadpt_adapter`` for the
+others). Its *role* fixes where the adapter acts (Wu et al., Fig. 1b and 1d):
 
 - ``"attn"`` (main branch, after multi-head attention): ``h = attn(x); h + adapter(h)``. The attention output may
   be a tensor or a ``(hidden_states, attn_weights)`` tuple; the tuple is passed through.
@@ -80,10 +81,14 @@ class MedSALayer(nn.Module, BaseTunerLayer):
         adapter_name: name of the first adapter.
         role: ``"attn"``, ``"mlp"`` or ``"norm"``.
         r, scaling, activation, init_weights: as in ``MedSAConfig``; ``scaling`` applies to the ``"mlp"`` role only.
+        prefix: the PEFT type's parameter prefix (``"medsa_"``, ``"sdtrans_"``, ``"hypadpt_"``): the adapters live
+            in ``<prefix>adapter`` and their scales in ``<prefix>scaling``, so that peft's prefix-based logic
+            (``inject_adapter_in_model(..., state_dict=...)``) finds them.
+        layer_kwargs: further arguments of ``update_layer`` (subclasses).
     """
 
-    adapter_layer_names = ("medsa_adapter",)
-    other_param_names = ("medsa_scaling",)
+    adapter_layer_names: tuple[str, ...] = ("medsa_adapter",)
+    other_param_names: tuple[str, ...] = ("medsa_scaling",)
     # per-call options (see MedSAModel._enable_peft_forward_hooks) that this layer's forward accepts
     call_kwargs: tuple[str, ...] = ("adapter_names",)
 
@@ -93,34 +98,64 @@ class MedSALayer(nn.Module, BaseTunerLayer):
         adapter_name: str,
         role: str,
         r: int,
-        scaling: float,
-        activation: str,
+        scaling: float = 1.0,
+        activation: str = "relu",
         init_weights: bool = True,
+        prefix: str = "medsa_",
+        **layer_kwargs: Any,
     ) -> None:
         super().__init__()
-        if role not in ROLES:
+        if role not in ROLES + ("hyper",):
             raise ValueError(f"unknown Med-SA adapter role {role!r}; expected one of {ROLES}")
         self.base_layer = base_layer
         self.role = role
-        self.hidden_size = infer_hidden_size(base_layer, role)
-        self.medsa_adapter = nn.ModuleDict()
-        self.medsa_scaling: dict[str, float] = {}
+        self.hidden_size = infer_hidden_size(base_layer, "norm" if role == "hyper" else role)
         self._active_adapter = adapter_name
         self.merged_adapters = []
-        self.update_layer(adapter_name, r=r, scaling=scaling, activation=activation, init_weights=init_weights)
+        self._init_containers(prefix)
+        self.update_layer(
+            adapter_name, r=r, scaling=scaling, activation=activation, init_weights=init_weights, **layer_kwargs
+        )
+
+    def _init_containers(self, prefix: str) -> None:
+        """Creates the per-adapter containers under ``prefix`` (instance attributes, as peft's LoRA variants do)."""
+        self.prefix = prefix
+        self.adapter_layer_names = (f"{prefix}adapter",)
+        self.other_param_names = (f"{prefix}scaling",)
+        setattr(self, f"{prefix}adapter", nn.ModuleDict())
+        setattr(self, f"{prefix}scaling", {})
+
+    @property
+    def adapters(self) -> nn.ModuleDict:
+        """The main adapters by adapter name (the ``<prefix>adapter`` container)."""
+        return getattr(self, self.adapter_layer_names[0])
+
+    @property
+    def scalings(self) -> dict[str, float]:
+        """The adapters' output scales by adapter name (the ``<prefix>scaling`` container)."""
+        return getattr(self, self.other_param_names[0])
 
     def update_layer(
         self, adapter_name: str, r: int, scaling: float, activation: str, init_weights: bool = True, **kwargs: Any
     ) -> None:
-        """Creates the adapter ``adapter_name`` on the device and floating dtype of the wrapped module."""
-        adapter = BottleneckAdapter(self.hidden_size, r, activation=activation, zero_init=init_weights)
-        reference = next(self.base_layer.parameters(), None)
-        if reference is not None:
-            dtype = reference.dtype if reference.dtype.is_floating_point else None
-            adapter.to(device=reference.device, dtype=dtype)
-        self.medsa_adapter[adapter_name] = adapter
-        self.medsa_scaling[adapter_name] = float(scaling) if self.role == "mlp" else 1.0
+        """Creates the adapter ``adapter_name`` on the device and floating dtype of the wrapped module.
+
+        Under peft's ``low_cpu_mem_usage`` (``init_empty_weights``) the adapter is created on the meta device and
+        stays there until its weights are loaded.
+        """
+        self.adapters[adapter_name] = BottleneckAdapter(
+            self.hidden_size, r, activation=activation, zero_init=init_weights
+        )
+        self.scalings[adapter_name] = float(scaling) if self.role == "mlp" else 1.0
+        self._move_adapter_to_device_of_base_layer(adapter_name)
         self.set_adapter(self.active_adapters)
+
+    def _get_base_layer_device_and_dtype(self, base_layer: nn.Module):
+        """Device and dtype of the wrapped module's first floating parameter (SAM's blocks have no ``.weight``)."""
+        for param in base_layer.parameters():
+            if param.dtype.is_floating_point:
+                return param.device, param.dtype
+        return None, None
 
     # -- merging is impossible for nonlinear adapters -------------------------------------------------------------
     def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
@@ -131,9 +166,9 @@ class MedSALayer(nn.Module, BaseTunerLayer):
 
     # -- forward --------------------------------------------------------------------------------------------------
     def _adapter_output(self, name: str, hidden_states: torch.Tensor) -> torch.Tensor:
-        adapter = self.medsa_adapter[name]
+        adapter = self.adapters[name]
         dtype = adapter.down.weight.dtype
-        out = adapter(hidden_states.to(dtype)) * self.medsa_scaling[name]
+        out = adapter(hidden_states.to(dtype)) * self.scalings[name]
         return out.to(hidden_states.dtype)
 
     def adapter_delta(self, hidden_states: torch.Tensor, adapter_names: list[str] | None = None) -> torch.Tensor:
@@ -144,7 +179,7 @@ class MedSALayer(nn.Module, BaseTunerLayer):
         if adapter_names is None:
             delta = None
             for name in self.active_adapters:
-                if name in self.medsa_adapter:
+                if name in self.adapters:
                     out = self._adapter_output(name, hidden_states)
                     delta = out if delta is None else delta + out
             return torch.zeros_like(hidden_states) if delta is None else delta
@@ -152,7 +187,7 @@ class MedSALayer(nn.Module, BaseTunerLayer):
         row_names = [name for name in adapter_names for _ in range(per)]
         delta = torch.zeros_like(hidden_states)
         for name in dict.fromkeys(adapter_names):
-            if name == BASE_ADAPTER_NAME or name not in self.medsa_adapter:
+            if name == BASE_ADAPTER_NAME or name not in self.adapters:
                 continue
             index = torch.tensor([i for i, n in enumerate(row_names) if n == name], device=hidden_states.device)
             delta = delta.index_put((index,), self._adapter_output(name, hidden_states[index]))
@@ -162,8 +197,8 @@ class MedSALayer(nn.Module, BaseTunerLayer):
         if self.disable_adapters:
             return False
         if adapter_names is not None:
-            return any(n in self.medsa_adapter for n in adapter_names)
-        return any(a in self.medsa_adapter for a in self.active_adapters)
+            return any(n in self.adapters for n in adapter_names)
+        return any(a in self.adapters for a in self.active_adapters)
 
     def forward(self, *args: Any, adapter_names: list[str] | None = None, **kwargs: Any) -> Any:
         if not self._adapters_apply(adapter_names):

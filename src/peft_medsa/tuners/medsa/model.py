@@ -6,7 +6,7 @@ Image Analysis (https://arxiv.org/abs/2304.12620).
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from typing import Any
 
@@ -33,6 +33,31 @@ def _inject_kwargs_hook(module: nn.Module, args: tuple, kwargs: dict, extra: dic
 
 def _strip_kwargs_hook(module: nn.Module, args: tuple, kwargs: dict):
     return args, {k: v for k, v in kwargs.items() if k not in PER_CALL_KWARGS}
+
+
+def _training_follows_grad_mode(module: nn.Module, args: tuple) -> None:
+    module.training = torch.is_grad_enabled()  # this module's flag only, not its children's
+
+
+def install_call_options(model: nn.Module, options: dict[str, Any]) -> list:
+    """Forward pre-hooks giving each module of ``model`` the ``options`` its ``call_kwargs`` lists; returns handles."""
+    handles = []
+    for module in model.modules():
+        wanted = {k: v for k, v in options.items() if k in getattr(module, "call_kwargs", ())}
+        if wanted:
+            hook = partial(_inject_kwargs_hook, extra=wanted)
+            handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+    return handles
+
+
+@contextmanager
+def _call_options_context(model: nn.Module, options: dict[str, Any]):
+    handles = install_call_options(model, options) if options else []
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class MedSAModel(BaseTuner):
@@ -64,6 +89,7 @@ class MedSAModel(BaseTuner):
         self._fresh_adapters: set[str] = set()  # created, weights not loaded yet (see load_checks)
         base = kwargs.get("model", args[0] if args else None)
         self._base_requires_grad = {n: p.requires_grad for n, p in base.named_parameters()} if base else {}
+        self._call_options: dict[str, Any] = {}
         super().__init__(*args, **kwargs)
 
     def inject_adapter(self, model: nn.Module, adapter_name: str, *args: Any, **kwargs: Any) -> None:
@@ -96,7 +122,7 @@ class MedSAModel(BaseTuner):
             from ..hyp.layer import create_or_update_hyper_layer  # lazy: tuners/hyp imports this module
 
             new_module = create_or_update_hyper_layer(
-                self.model, peft_config, adapter_name, target, parent, current_key
+                self.model, peft_config, adapter_name, target, parent, current_key, prefix=self.prefix
             )
             if new_module is not None:
                 if adapter_name not in self.active_adapters:
@@ -121,17 +147,25 @@ class MedSAModel(BaseTuner):
         if isinstance(target, MedSALayer):
             target.update_layer(adapter_name, **kwargs)
             return
-        new_module = layer_cls(target, adapter_name, role=role, **kwargs)
+        new_module = layer_cls(target, adapter_name, role=role, prefix=self.prefix, **kwargs)
         if adapter_name not in self.active_adapters:
             new_module.requires_grad_(False)
         self._replace_module(parent, target_name, new_module, target)
 
     def _replace_module(self, parent: nn.Module, child_name: str, new_module: nn.Module, child: nn.Module) -> None:
-        # The wrapped SAM modules (attention, MLP) have no `.weight`, so BaseTuner's weight copying does not apply:
-        # the wrapper keeps the original module as `base_layer` and unloading puts that very module back.
-        setattr(parent, child_name, new_module)
+        """Puts ``new_module`` in place of ``child``.
+
+        Wrapping (``new_module`` is a tuner layer) goes through ``BaseTuner._replace_module``, which moves the new
+        adapter parts (named with ``self.prefix``) to the wrapped module's device, leaving meta tensors alone.
+        Unloading (``new_module`` is the SAM module that ``child`` wrapped) only sets it back: SAM's attention and MLP
+        blocks have no ``.weight`` for BaseTuner's weight copy, and the very module is restored anyway.
+        """
         if new_module is not child and hasattr(child, "detach_prompt_hooks"):  # HyP-Adpt hooks on the decoder block
             child.detach_prompt_hooks()
+        if isinstance(new_module, BaseTunerLayer):
+            super()._replace_module(parent, child_name, new_module, child)
+        else:
+            setattr(parent, child_name, new_module)
 
     # -- merging is impossible --------------------------------------------------------------------------------------
     def _check_merge_allowed(self) -> None:
@@ -158,10 +192,11 @@ class MedSAModel(BaseTuner):
         """Routes per-call options to the tuner layers for the duration of one forward.
 
         ``adapter_names`` (one per image) and the other names in ``PER_CALL_KWARGS`` are taken out of the call to the
-        SAM model and given to every tuner layer whose ``call_kwargs`` lists them.
+        SAM model and given to every tuner layer whose ``call_kwargs`` lists them. Only shapes and Python values are
+        checked here (no host-device synchronisation); the prompts' values are checked once at the API boundaries
+        (``peft_medsa.prompt_checks.check_model_call``).
         """
-        self._check_prompts(args, kwargs)
-        check_call_options(self.model, args, kwargs)
+        check_call_options(self.model, args, kwargs)  # shapes and Python values only
         options = {k: kwargs[k] for k in PER_CALL_KWARGS if kwargs.get(k) is not None}
         if not options:
             yield
@@ -174,35 +209,98 @@ class MedSAModel(BaseTuner):
             call = {"pixel_values": args[0], **kwargs} if args else kwargs
             options["num_slices"] = volume_layout(options["num_slices"], call)
         handles = [self.model.register_forward_pre_hook(_strip_kwargs_hook, with_kwargs=True)]
-        for module in self.model.modules():
-            wanted = {k: v for k, v in options.items() if k in getattr(module, "call_kwargs", ())}
-            if wanted:
-                hook = partial(_inject_kwargs_hook, extra=wanted)
-                handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+        handles += install_call_options(self.model, options)
+        self._call_options = options
         try:
             yield
         finally:
+            self._call_options = {}
             for handle in handles:
                 handle.remove()
 
-    def _check_prompts(self, args: tuple, kwargs: dict) -> None:
-        """Rejects malformed prompts of the SamModel call (``peft_medsa.prompt_checks``); with an active HyP-Adpt,
-        also a call without a point or box prompt."""
-        from ...prompt_checks import check_call_prompts, model_input_size
+    # -- activation checkpointing of the frozen image encoder -------------------------------------------------------
+    def gradient_checkpointing_enable(
+        self, gradient_checkpointing_kwargs: dict | None = None, eval_mode: bool = False, **kwargs: Any
+    ) -> None:
+        """Checkpoints the image encoder's blocks (transformers' activation checkpointing of ``SamVisionLayer``).
 
-        require = any(getattr(m, "requires_prompt", lambda: False)() for m in self.model.modules())
-        check_call_prompts(args, kwargs, model_input_size(self.model), require_prompt=require)
+        transformers checkpoints a block only in training mode. With ``eval_mode=True`` the blocks are checkpointed
+        in eval mode too, whenever gradients are enabled (the trainer keeps the frozen SAM in eval mode): each
+        checkpointed block's own ``training`` flag then follows ``torch.is_grad_enabled()``; its children, and with
+        them any dropout or BatchNorm, stay as they are.
+
+        Non-reentrant checkpointing only (the reentrant kind drops the adapters' gradients when the block inputs come
+        from frozen layers). The blocks are recomputed during backward, after the forward's per-call options
+        (``adapter_names``, ``num_slices``) are gone, so a ``context_fn`` hands each recomputation the options of its
+        own forward: gradients equal those without checkpointing (tested).
+
+        Raises:
+            ValueError: ``use_reentrant=True``, or a base model without activation checkpointing support.
+        """
+        options = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
+        if options["use_reentrant"]:
+            raise ValueError(
+                "Med-SA supports non-reentrant activation checkpointing only (use_reentrant=False): the reentrant "
+                "kind loses the gradients of adapters inside a block whose input does not require grad"
+            )
+        options.setdefault("context_fn", self._checkpoint_contexts)
+        enable = getattr(self.model, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable(activation_checkpointing_kwargs=options, **kwargs)
+        else:  # transformers before activation_checkpointing_enable
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options, **kwargs)
+        self._remove_eval_mode_hooks()
+        if eval_mode:
+            from transformers.modeling_layers import GradientCheckpointingLayer
+
+            self._eval_mode_hooks = [
+                module.register_forward_pre_hook(_training_follows_grad_mode)
+                for module in self.model.modules()
+                if isinstance(module, GradientCheckpointingLayer) and module.gradient_checkpointing
+            ]
+
+    def gradient_checkpointing_disable(self) -> None:
+        self._remove_eval_mode_hooks()
+        disable = getattr(self.model, "activation_checkpointing_disable", None)
+        (disable or self.model.gradient_checkpointing_disable)()
+
+    def _remove_eval_mode_hooks(self) -> None:
+        for handle in getattr(self, "_eval_mode_hooks", []):
+            handle.remove()
+        self._eval_mode_hooks = []
+
+    def _checkpoint_contexts(self):
+        """``context_fn`` of ``torch.utils.checkpoint``: nothing around the forward; the forward's per-call options
+        re-installed around its recomputation."""
+        return nullcontext(), _call_options_context(self.model, dict(getattr(self, "_call_options", {})))
 
     # -- saving and loading -------------------------------------------------------------------------------------------
     @classmethod
     def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
         """``...attn.medsa_adapter.<name>.down.weight`` -> ``...attn.medsa_adapter.down.weight`` (checkpoint key)."""
-        for container in ("medsa_adapter", "medsa_depth_adapter", "medsa_depth_fusion"):
-            marker = f".{container}.{adapter_name}."
+        for container in ("adapter", "depth_adapter", "depth_fusion"):
+            marker = f".{cls.prefix}{container}.{adapter_name}."
             if marker in key:
                 head, _, tail = key.rpartition(marker)
-                return f"{head}.{container}.{tail}"
+                return f"{head}.{cls.prefix}{container}.{tail}"
         return super()._remove_adapter_name_from_key(key, adapter_name)
+
+    @classmethod
+    def _upgrade_legacy_keys(cls, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Renames ``.medsa_<container>.`` to ``.<prefix><container>.`` in checkpoint keys.
+
+        Adapter files of the HYPADPT and SDTRANS types written before their parameters took their own prefix used
+        ``medsa_`` for every type; they load unchanged this way.
+        """
+        if cls.prefix == "medsa_":
+            return state_dict
+        legacy = {f".medsa_{c}.": f".{cls.prefix}{c}." for c in ("adapter", "depth_adapter", "depth_fusion")}
+        upgraded = {}
+        for key, value in state_dict.items():
+            for old, new in legacy.items():
+                key = key.replace(old, new)
+            upgraded[key] = value
+        return upgraded
 
     @classmethod
     def _remap_adapter_state_dict_for_load(
@@ -214,6 +312,7 @@ class MedSAModel(BaseTuner):
             ValueError: a tensor of the checkpoint has another shape than the adapter created for it (an adapter
                 saved for another SAM size or rank); the message names the key and both shapes.
         """
+        state_dict = cls._upgrade_legacy_keys(state_dict)
         check_adapter_load(model, adapter_name, state_dict)
         remapped = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
         own = model.state_dict()

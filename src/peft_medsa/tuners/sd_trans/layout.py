@@ -50,10 +50,13 @@ def volume_layout(num_slices: Any, call_kwargs: dict[str, Any]) -> VolumeLayout:
         num_slices: slices per volume, D.
         call_kwargs: the keyword arguments of the call (``pixel_values`` (V * D, C, H, W) and the prompts).
 
+    Only shapes are checked (this runs inside every forward; values are checked at the API boundaries, see
+    ``peft_medsa.prompt_checks.check_model_call``).
+
     Raises:
-        ValueError: no ``pixel_values`` (``num_slices`` acts in the image encoder), ``pixel_values`` not 4-D or with
-            non-finite values, ``num_slices`` not dividing the batch, or a prompt tensor whose first dimension is not
-            one row per slice. Each message names the argument.
+        ValueError: no ``pixel_values`` (``num_slices`` acts in the image encoder), ``pixel_values`` not 4-D,
+            ``num_slices`` not dividing the batch, or a prompt tensor whose first dimension is not one row per slice.
+            Each message names the argument.
     """
     pixel_values = call_kwargs.get("pixel_values")
     if not isinstance(pixel_values, torch.Tensor):
@@ -77,9 +80,6 @@ def volume_layout(num_slices: Any, call_kwargs: dict[str, Any]) -> VolumeLayout:
                 f"{name} has {prompt.shape[0]} rows but pixel_values has {layout.batch_size} slices "
                 f"({layout.num_volumes} volume(s) x num_slices={num_slices}): give one prompt row per slice"
             )
-    if not torch.isfinite(pixel_values).all():
-        bad = int((~torch.isfinite(pixel_values)).sum())
-        raise ValueError(f"pixel_values has {bad} non-finite value(s) (NaN or inf); clean the volume before the call")
     return layout
 
 

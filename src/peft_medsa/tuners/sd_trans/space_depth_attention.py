@@ -84,6 +84,8 @@ class SpaceDepthAttention(MedSALayer):
         role: must be ``"attn"``.
         r, scaling, activation, init_weights: as in ``MedSAConfig``; the depth adapter has the same width ``r``.
         sd_fusion: ``"add"``, ``"concat"`` or ``"cross_attention"`` (Table 8).
+        prefix: the PEFT type's parameter prefix: containers ``<prefix>adapter``, ``<prefix>depth_adapter``,
+            ``<prefix>depth_fusion`` (see ``MedSALayer``).
 
     Forward: as the wrapped module, plus ``num_slices`` (a ``VolumeLayout``, which the tuner builds from the call's
     ``num_slices`` and batch) and ``adapter_names`` (one per slice, equal within each volume).
@@ -103,13 +105,32 @@ class SpaceDepthAttention(MedSALayer):
         activation: str = "relu",
         init_weights: bool = True,
         sd_fusion: str = "add",
+        prefix: str = "medsa_",
     ) -> None:
         if role != "attn":
             raise ValueError(f"SpaceDepthAttention wraps encoder attention modules (role 'attn'), got role={role!r}")
         qkv_layout(base_layer)  # fail early on unsupported modules
-        # MedSALayer.__init__ calls update_layer for the first adapter; it must know that adapter's fusion.
-        self.__dict__["_first_fusion"] = sd_fusion
-        super().__init__(base_layer, adapter_name, role, r, scaling, activation, init_weights)
+        super().__init__(
+            base_layer, adapter_name, role, r, scaling, activation, init_weights, prefix=prefix, sd_fusion=sd_fusion
+        )
+
+    def _init_containers(self, prefix: str) -> None:
+        super()._init_containers(prefix)
+        self.adapter_layer_names = (f"{prefix}adapter", f"{prefix}depth_adapter", f"{prefix}depth_fusion")
+        self.other_param_names = (f"{prefix}scaling", "sd_fusion")
+        setattr(self, f"{prefix}depth_adapter", nn.ModuleDict())
+        setattr(self, f"{prefix}depth_fusion", nn.ModuleDict())
+        self.sd_fusion: dict[str, str] = {}
+
+    @property
+    def depth_adapters(self) -> nn.ModuleDict:
+        """The SD-Trans depth adapters by adapter name (``<prefix>depth_adapter``)."""
+        return getattr(self, self.adapter_layer_names[1])
+
+    @property
+    def depth_fusions(self) -> nn.ModuleDict:
+        """The fusion modules by adapter name (``<prefix>depth_fusion``; none for ``"add"``)."""
+        return getattr(self, self.adapter_layer_names[2])
 
     def update_layer(
         self,
@@ -122,22 +143,15 @@ class SpaceDepthAttention(MedSALayer):
         **kwargs: Any,
     ) -> None:
         """Creates the main-branch adapter and, unless ``sd_fusion`` is ``None`` (a 2D Med-SA adapter beside SD-Trans
-        ones), the depth adapter and fusion of ``adapter_name``."""
-        if "medsa_depth_adapter" not in self._modules:
-            self.medsa_depth_adapter = nn.ModuleDict()
-            self.medsa_depth_fusion = nn.ModuleDict()
-            self.sd_fusion: dict[str, str] = {}
-            sd_fusion = self.__dict__.pop("_first_fusion", sd_fusion)
+        ones), the depth adapter and fusion of ``adapter_name``, on the wrapped module's device and dtype (or on the
+        meta device under peft's ``low_cpu_mem_usage``)."""
         if sd_fusion is not None:
+            self.depth_adapters[adapter_name] = BottleneckAdapter(
+                self.hidden_size, r, activation=activation, zero_init=init_weights
+            )
             fusion = build_fusion(sd_fusion, self.hidden_size, num_heads_of(self.base_layer))
-            depth = BottleneckAdapter(self.hidden_size, r, activation=activation, zero_init=init_weights)
-            reference = next(self.base_layer.parameters(), None)
-            for module in (depth, fusion):
-                if module is not None and reference is not None and reference.dtype.is_floating_point:
-                    module.to(device=reference.device, dtype=reference.dtype)
-            self.medsa_depth_adapter[adapter_name] = depth
             if fusion is not None:
-                self.medsa_depth_fusion[adapter_name] = fusion
+                self.depth_fusions[adapter_name] = fusion
             self.sd_fusion[adapter_name] = sd_fusion
         super().update_layer(adapter_name, r=r, scaling=scaling, activation=activation, init_weights=init_weights)
 
@@ -182,7 +196,7 @@ class SpaceDepthAttention(MedSALayer):
 
     def depth_adapter_output(self, name: str, attended: torch.Tensor) -> torch.Tensor:
         """``depth_adapter(proj(attended))`` with ``proj`` folded into the adapter's down-projection."""
-        adapter, proj = self.medsa_depth_adapter[name], self.base_layer.proj
+        adapter, proj = self.depth_adapters[name], self.base_layer.proj
         down = adapter.down
         weight = down.weight @ proj.weight.to(down.weight.dtype)
         bias = down.bias if proj.bias is None else down.bias + down.weight @ proj.bias.to(down.weight.dtype)
@@ -209,7 +223,7 @@ class SpaceDepthAttention(MedSALayer):
     ) -> list[tuple[str, slice | torch.Tensor]]:
         """(adapter name, volumes it applies to) for each depth adapter that runs in this call."""
         if adapter_names is None:
-            return [(n, slice(None)) for n in self.active_adapters if n in self.medsa_depth_adapter]
+            return [(n, slice(None)) for n in self.active_adapters if n in self.depth_adapters]
         per_row = rows_per_sample(torch.empty(rows, 0), adapter_names)
         row_names = [name for name in adapter_names for _ in range(per_row)]
         per_volume = rows // num_volumes
@@ -224,7 +238,7 @@ class SpaceDepthAttention(MedSALayer):
             volume_names.append(names.pop())
         groups = []
         for name in dict.fromkeys(volume_names):
-            if name != BASE_ADAPTER_NAME and name in self.medsa_depth_adapter:
+            if name != BASE_ADAPTER_NAME and name in self.depth_adapters:
                 index = torch.tensor([v for v, n in enumerate(volume_names) if n == name])
                 groups.append((name, index))
         return groups
@@ -232,13 +246,13 @@ class SpaceDepthAttention(MedSALayer):
     def _fused_update(self, name: str, space: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
         """The fusion's update of the space branch for adapter ``name``; ``space``: ``(v, D, P, C)``, ``depth``: the
         depth attention before ``proj``, ``(v, D, P, C)``."""
-        dtype = self.medsa_depth_adapter[name].down.weight.dtype
+        dtype = self.depth_adapters[name].down.weight.dtype
         depth = self.depth_adapter_output(name, depth)
         if self.sd_fusion[name] == "add":
             return depth.to(space.dtype)
-        if name in self.medsa_adapter:
+        if name in self.adapters:
             space = space + self._adapter_output(name, space)
-        return self.medsa_depth_fusion[name](space.to(dtype), depth).to(space.dtype)
+        return self.depth_fusions[name](space.to(dtype), depth).to(space.dtype)
 
     def forward(
         self,
@@ -247,7 +261,7 @@ class SpaceDepthAttention(MedSALayer):
         num_slices: VolumeLayout | int | None = None,
         **kwargs: Any,
     ) -> Any:
-        if not self._adapters_apply(adapter_names) or not self.medsa_depth_adapter:
+        if not self._adapters_apply(adapter_names) or not self.depth_adapters:
             return super().forward(*args, adapter_names=adapter_names, **kwargs)
         captured: list[torch.Tensor] = []
         handle = self.base_layer.qkv.register_forward_hook(lambda module, inputs, output: captured.append(output))
