@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from peft_medsa.training.command import add_train_arguments, run_train
+from peft_medsa.cli import add_train_arguments
+from peft_medsa.training.command import run_train
 
 
 def main(argv: list[str] | None = None) -> int:

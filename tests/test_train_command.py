@@ -60,7 +60,7 @@ def test_train_writes_adapter_with_measured_card(tmp_path, model_dir, capsys):
 def test_train_refuses_bad_input_before_training(tmp_path, model_dir, capsys):
     data = folder_layout_2d(tmp_path / "ddti", count=3)
     code, _, err = run(capsys, "train", "--data", tmp_path / "missing", "--out", tmp_path / "a", "--model", model_dir)
-    assert code == 2 and "--data" in err and "not a folder" in err
+    assert code == 2 and "--data" in err and "no such file or folder" in err
     (tmp_path / "taken").mkdir()
     code, _, err = run(capsys, "train", "--data", data, "--out", tmp_path / "taken", "--model", model_dir)
     assert code == 2 and "exists" in err and "--overwrite" in err

@@ -87,8 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the first repeat")
     evaluate.add_argument("--out", required=True, help="results.csv (summary next to it: results_summary.csv)")
 
-    from .training.command import add_train_arguments
-
     train = commands.add_parser(
         "train",
         help="train Med-SA adapters on a folder of images + masks (2D or NIfTI volumes)",
@@ -101,9 +99,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``peft-medsa train`` (also used by ``examples/train_folder.py``)."""
+    parser.add_argument("--data", required=True, help="folder with images/ + masks/ (or train/, validation/)")
+    parser.add_argument("--out", required=True, help="adapter folder to write (refused if it exists, see --overwrite)")
+    parser.add_argument("--model", default="lite-medsam", help="lite-medsam (default), a Hub id or a local folder")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the recipe's)")
+    parser.add_argument("--target", action="append", default=None,
+                        help="target (class or region name) to train on; repeatable; default: all")
+    parser.add_argument("--val-fraction", type=float, default=0.2,
+                        help="share of cases held out when the folder has no validation split (default 0.2)")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")
+    parser.add_argument("--rank", type=int, default=None, help="adapter bottleneck width r (default: the recipe's)")
+    parser.add_argument("--eval-every", type=int, default=None, help="validate every N steps (default: 4 times)")
+    parser.add_argument("--repeats", type=int, default=3, help="prompt repeats of the card's evaluation")
+    parser.add_argument("--seed", type=int, default=0, help="seed of adapter initialisation, data order, prompts")
+    parser.add_argument("--option", action="append", default=[],
+                        help="folder builder option KEY=VALUE (e.g. mask_threshold=0, label_names=[...])")
+    parser.add_argument("--cache-dir", help="datasets cache folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out and its run folder")
+    parser.add_argument("--cpu", action="store_true", help="train on the CPU even where CUDA is available")
+
+
 def missing_input(args: argparse.Namespace) -> str | None:
     """The error message for an input path of the command that does not exist, checked before any heavy import."""
-    paths = {"predict": ("image",), "evaluate": ("data_dir",)}[args.command]
+    paths = {"predict": ("image",), "evaluate": ("data_dir",), "train": ("data",)}[args.command]
     for name in paths:
         value = getattr(args, name)
         if not Path(value).exists():

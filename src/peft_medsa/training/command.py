@@ -12,6 +12,7 @@ The recipe (adapter placement, rank, learning rate, steps, training prompts) com
 (checkpoints, metrics, training curve) is ``ADAPTER_DIR.run/``; ``ADAPTER_DIR`` receives the adapter of the best
 validation Dice (or the final one without validation data) with a model card whose Evaluation section holds the
 validation metrics measured on that adapter. The same runs under ``accelerate launch examples/train_folder.py``.
+The flags are defined in :func:`peft_medsa.cli.add_train_arguments` (the command line imports nothing heavy).
 """
 
 from __future__ import annotations
@@ -24,28 +25,6 @@ from typing import Any
 
 CARD_SETTINGS = ("1pt", "3pt", "bbox0.75", "bbox")
 """Prompt settings measured on the validation cases for the model card."""
-
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of ``peft-medsa train`` (also used by ``examples/train_folder.py``)."""
-    parser.add_argument("--data", required=True, help="folder with images/ + masks/ (or train/, validation/)")
-    parser.add_argument("--out", required=True, help="adapter folder to write (refused if it exists, see --overwrite)")
-    parser.add_argument("--model", default="lite-medsam", help="lite-medsam (default), a Hub id or a local folder")
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the recipe's)")
-    parser.add_argument("--target", action="append", default=None,
-                        help="target (class or region name) to train on; repeatable; default: all")
-    parser.add_argument("--val-fraction", type=float, default=0.2,
-                        help="share of cases held out when the folder has no validation split (default 0.2)")
-    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")
-    parser.add_argument("--rank", type=int, default=None, help="adapter bottleneck width r (default: the recipe's)")
-    parser.add_argument("--eval-every", type=int, default=None, help="validate every N steps (default: 4 times)")
-    parser.add_argument("--repeats", type=int, default=3, help="prompt repeats of the card's evaluation")
-    parser.add_argument("--seed", type=int, default=0, help="seed of adapter initialisation, data order, prompts")
-    parser.add_argument("--option", action="append", default=[],
-                        help="folder builder option KEY=VALUE (e.g. mask_threshold=0, label_names=[...])")
-    parser.add_argument("--cache-dir", help="datasets cache folder")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out and its run folder")
-    parser.add_argument("--cpu", action="store_true", help="train on the CPU even where CUDA is available")
 
 
 def _check_arguments(args: argparse.Namespace) -> tuple[Path, Path, Path]:
@@ -166,4 +145,4 @@ def run_train(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["add_train_arguments", "load_folder_splits", "run_train"]
+__all__ = ["load_folder_splits", "run_train"]
