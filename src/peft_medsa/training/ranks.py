@@ -8,6 +8,7 @@ adapters hang in, or fail obscurely inside, the first collective of DDP / FSDP.
 from __future__ import annotations
 
 import json
+import zlib
 from typing import Any
 
 
@@ -26,9 +27,17 @@ def run_fingerprint(config: dict[str, Any], peft_configs: dict[str, Any], traina
         **{f"training_config.{k}": v for k, v in config.items()},
         **{f"peft_config[{name}].{k}": v for name, c in peft_configs.items() for k, v in c.items()},
         "adapters": sorted(peft_configs),
-        "trainable tensors": json.dumps(trainable_shapes, sort_keys=True),
+        "trainable tensors": f"{len(trainable_shapes)} tensors, {sum(_numel(s) for s in trainable_shapes.values())} "
+                             f"values (crc32 {zlib.crc32(json.dumps(trainable_shapes, sort_keys=True).encode()):08x})",
         "number of training samples": num_samples,
     }
+
+
+def _numel(shape: list[int]) -> int:
+    total = 1
+    for size in shape:
+        total *= size
+    return total
 
 
 def check_same_on_all_ranks(fingerprint: dict[str, Any], world: int) -> None:
