@@ -107,7 +107,7 @@ def _is_peer_failure(error: BaseException) -> bool:
 
 
 class MedSATrainer:
-    """Trains the Med-SA adapters of a ``PeftModel(SamModel)`` with accelerate (single process, DDP, mixed precision).
+    """Trains the Med-SA adapters of a ``PeftModel(SamModel)`` with accelerate (one process, DDP, FSDP2, bf16).
 
     Args:
         model: The PEFT model; only its trainable parameters (adapters, ``modules_to_save``) are optimised.

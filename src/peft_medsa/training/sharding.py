@@ -50,7 +50,7 @@ def _env_true(name: str, default: str = "false") -> bool:
 
 
 def fsdp_settings(accelerator) -> FSDPSettings | None:
-    """The FSDP settings requested for this run, or ``None`` for no FSDP (single process or DDP).
+    """The FSDP settings requested for this run, or ``None`` for no FSDP (DDP, or a single process: nothing to shard).
 
     Raises:
         ValueError: FSDP version 1 was requested (the trainer shards with FSDP2 only) or mixed precision fp16
@@ -59,6 +59,8 @@ def fsdp_settings(accelerator) -> FSDPSettings | None:
     from accelerate.utils import DistributedType
 
     if accelerator.distributed_type != DistributedType.FSDP and not _env_true("ACCELERATE_USE_FSDP"):
+        return None
+    if accelerator.num_processes == 1:
         return None
     version = os.environ.get("FSDP_VERSION", "2").strip()
     if version != "2":
