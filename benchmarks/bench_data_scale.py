@@ -8,6 +8,10 @@ rectangle mask) into a temporary folder in the ``folder`` layout and prepares it
 - its peak resident set size (``ru_maxrss``: the whole training process, imports included), and
 - steps per second between the end of step 1 and the end of the last step (start-up and the mask scan excluded).
 
+The training runs of all sizes are interleaved and repeated (``--repeats``); a size's figures are the largest peak
+RSS and the best steps per second of its repeats (the least disturbed by other work on a shared machine). The
+preparing process's peak RSS is reported too (the builder writes the Arrow files case by case).
+
 Claims: the peak RSS at the largest size is at most 1.2x the one at the smallest, and steps per second do not fall
 with the size (largest >= 0.9x smallest, to allow for timing noise on a shared machine).
 
@@ -58,7 +62,8 @@ def prepare(root: Path, n: int) -> dict:
     write_cases(root / "data", n)
     written = time.perf_counter()
     data = load_benchmark("folder", root / "data", split="train", cache_dir=root / "cache")
-    return {"cases": len(data), "write_s": written - began, "build_s": time.perf_counter() - written}
+    return {"cases": len(data), "write_s": written - began, "build_s": time.perf_counter() - written,
+            "prepare_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def train(root: Path, steps: int, prefetch: int) -> dict:
@@ -106,6 +111,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[200, 2000, 20000])
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--prefetch", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved training runs per size")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     parser.add_argument("--_prepare", nargs=2, metavar=("ROOT", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--_train", metavar="ROOT", help=argparse.SUPPRESS)
@@ -117,15 +123,28 @@ def main() -> None:
         print(json.dumps(train(Path(args._train), args.steps, args.prefetch)))
         return
     rows = []
+    with tempfile.TemporaryDirectory(prefix="medsa-scale-") as tmp:
+        roots = {n: Path(tmp) / f"n{n}" for n in args.sizes}
+        built = {}
+        for n, root in roots.items():
+            root.mkdir()
+            built[n] = child(["--_prepare", str(root), str(n)])
+            print(f"{n:>6} cases written and built in {built[n]['write_s'] + built[n]['build_s']:.1f} s "
+                  f"(peak RSS {built[n]['prepare_peak_rss_mb']:.0f} MB)", flush=True)
+        runs: dict[int, list[dict]] = {n: [] for n in args.sizes}
+        for _ in range(args.repeats):
+            for n, root in roots.items():
+                runs[n].append(child(["--_train", str(root), "--steps", str(args.steps), "--prefetch",
+                                      str(args.prefetch)]))
     for n in args.sizes:
-        with tempfile.TemporaryDirectory(prefix=f"medsa-scale-{n}-") as tmp:
-            built = child(["--_prepare", tmp, str(n)])
-            trained = child(["--_train", tmp, "--steps", str(args.steps), "--prefetch", str(args.prefetch)])
-        row = {"cases": n, **built, **trained}
+        row = {"cases": n, **built[n], "peak_rss_mb": max(r["peak_rss_mb"] for r in runs[n]),
+               "steps_per_s": max(r["steps_per_s"] for r in runs[n]),
+               "steps_per_s_runs": [r["steps_per_s"] for r in runs[n]],
+               "distinct_cases_trained": runs[n][0]["distinct_cases_trained"]}
         rows.append(row)
-        print(f"{n:>6} cases: build {built['write_s'] + built['build_s']:.1f} s, peak RSS "
-              f"{trained['peak_rss_mb']:.0f} MB, {trained['steps_per_s']:.2f} steps/s "
-              f"({args.steps} steps, {trained['distinct_cases_trained']} distinct cases)", flush=True)
+        print(f"{n:>6} cases: peak RSS {row['peak_rss_mb']:.0f} MB, {row['steps_per_s']:.2f} steps/s (runs: "
+              + ", ".join(f"{v:.2f}" for v in row["steps_per_s_runs"])
+              + f"; {args.steps} steps, {row['distinct_cases_trained']} distinct cases)", flush=True)
     small, large = rows[0], rows[-1]
     rss, speed = large["peak_rss_mb"] / small["peak_rss_mb"], large["steps_per_s"] / small["steps_per_s"]
     print(f"peak RSS {large['cases']} / {small['cases']} cases: {rss:.3f} (claim <= 1.2: "
