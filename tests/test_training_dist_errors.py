@@ -14,6 +14,7 @@ from peft_medsa.training import latest_checkpoint
 
 
 @pytest.mark.slow
+@pytest.mark.distributed
 def test_processes_with_different_seeds_and_adapters_are_refused(tmp_path):
     out = tmp_path / "mismatch"
     cmd = [tool("torchrun"), "--standalone", "--nproc_per_node", "2", str(SCRIPT), str(out), "--max-steps", "2",
@@ -27,6 +28,7 @@ def test_processes_with_different_seeds_and_adapters_are_refused(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.distributed
 def test_a_process_dying_mid_run_stops_the_main_one_with_a_clear_error(tmp_path):
     """Two 1-process "machines": machine 1's process is SIGKILLed after step 3; machine 0's main process, waiting in
     the next collective, stops with PeerFailureError naming the last complete checkpoint (step 2)."""
@@ -49,6 +51,7 @@ def test_a_process_dying_mid_run_stops_the_main_one_with_a_clear_error(tmp_path)
 
 
 @pytest.mark.slow
+@pytest.mark.distributed
 @pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
 def test_launcher_port_in_use(tmp_path, launcher):
     out = tmp_path / "port"

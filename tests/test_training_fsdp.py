@@ -83,6 +83,7 @@ def test_fsdp_yaml_is_the_tested_fsdp2_config():
 
 
 @pytest.mark.slow
+@pytest.mark.distributed
 def test_fsdp_two_processes_equal_one_process(tmp_path, reference):
     out = tmp_path / "fsdp"
     code, log = launch_fsdp(out, "--eval")
@@ -111,6 +112,7 @@ def test_fsdp_two_processes_equal_one_process(tmp_path, reference):
 
 
 @pytest.mark.slow
+@pytest.mark.distributed
 def test_fsdp_sigkill_then_resume(tmp_path, reference):
     out = tmp_path / "killed"
     code, log = launch_fsdp(out, "--kill-at", "3", "--kill-rank", "0")

@@ -14,6 +14,7 @@ from test_training_fsdp import STEPS, assert_same_adapter, single_process_run
 
 
 @pytest.mark.slow
+@pytest.mark.distributed
 def test_two_machines_one_process_each(tmp_path):
     config = CONFIGS / "two_machines.yaml"
     assert yaml.safe_load(config.read_text())["num_machines"] == 2
