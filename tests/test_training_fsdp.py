@@ -82,12 +82,19 @@ def test_fsdp_yaml_is_the_tested_fsdp2_config():
     assert "SamVisionLayer" in config["fsdp_config"]["fsdp_transformer_layer_cls_to_wrap"]
 
 
-@pytest.mark.slow
-@pytest.mark.distributed
-def test_fsdp_two_processes_equal_one_process(tmp_path, reference):
-    out = tmp_path / "fsdp"
+@pytest.fixture(scope="module")
+def fsdp_run(tmp_path_factory) -> Path:
+    """An uninterrupted FSDP run of 2 processes (with validation every 2 steps)."""
+    out = tmp_path_factory.mktemp("fsdp") / "run"
     code, log = launch_fsdp(out, "--eval")
     assert code == 0, log[-4000:]
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_fsdp_two_processes_equal_one_process(fsdp_run, reference):
+    out = fsdp_run
     assert_same_adapter(out, reference)
     # validation ran on the sharded model (all ranks), logged once per validation, and saved a best adapter
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -113,7 +120,7 @@ def test_fsdp_two_processes_equal_one_process(tmp_path, reference):
 
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_fsdp_sigkill_then_resume(tmp_path, reference):
+def test_fsdp_sigkill_then_resume(tmp_path, reference, fsdp_run):
     out = tmp_path / "killed"
     code, log = launch_fsdp(out, "--kill-at", "3", "--kill-rank", "0")
     assert code != 0 and "SIGKILL" in log, log[-3000:]
@@ -121,5 +128,11 @@ def test_fsdp_sigkill_then_resume(tmp_path, reference):
     code, log = launch_fsdp(out, "--resume")
     assert code == 0, log[-4000:]
     assert_same_adapter(out, reference)
+    # exact resume: the same adapter and losses as the uninterrupted FSDP run (same reduction order, so bitwise)
+    resumed = load_file(str(out / "final" / "adapter_model.safetensors"))
+    uninterrupted = load_file(str(fsdp_run / "final" / "adapter_model.safetensors"))
+    assert resumed.keys() == uninterrupted.keys()
+    assert [k for k in resumed if not torch.equal(resumed[k], uninterrupted[k])] == []
+    assert losses(out) == losses(fsdp_run)
     assert len(losses(out)) == STEPS  # the killed run's step 3 row was replaced
     assert len(json.loads((out / "rank0.json").read_text())) == 2 * 2  # the resumed run did steps 3 and 4 only
