@@ -52,6 +52,20 @@ def test_a_process_dying_mid_run_stops_the_main_one_with_a_clear_error(tmp_path)
 
 @pytest.mark.slow
 @pytest.mark.distributed
+def test_a_hanging_process_fails_the_run_after_the_collective_timeout(tmp_path):
+    """Process 1 stops responding after step 3 (alive, but never joins the next collective): process 0 stops with
+    PeerFailureError after `collective_timeout` (15 s here), and the launcher ends the run."""
+    out = tmp_path / "hanging"
+    cmd = [tool("torchrun"), "--standalone", "--nproc_per_node", "2", str(SCRIPT), str(out), "--max-steps", "6",
+           "--save-every", "2", "--hang-at", "3", "--kill-rank", "1", "--collective-timeout", "15"]
+    code, log = run(cmd, cpu_env(), timeout=240)
+    assert code != 0
+    assert "PeerFailureError: process 0 of 2" in log and "Timed out" in log, log[-3000:]
+    assert latest_checkpoint(out).name == "step-00000002" and not (out / "final").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
 @pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
 def test_launcher_port_in_use(tmp_path, launcher):
     out = tmp_path / "port"

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,8 @@ def main() -> None:
     parser.add_argument("--dump", action="store_true", help="write case ids and adapter weights per rank")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--eval", action="store_true", help="validate on 3 toy samples every 2 steps")
+    parser.add_argument("--hang-at", type=int, default=0, help="--kill-rank (or every rank) hangs after this step")
+    parser.add_argument("--collective-timeout", type=int, default=60)
     parser.add_argument("--kill-rank", type=int, default=None, help="only this rank kills itself at --kill-at")
     parser.add_argument("--seed-of-rank", type=int, nargs=2, default=None, metavar=("RANK", "SEED"))
     parser.add_argument("--r-of-rank", type=int, nargs=2, default=None, metavar=("RANK", "R"))
@@ -76,7 +79,8 @@ def main() -> None:
         output_dir=args.output_dir, max_steps=args.max_steps, batch_size=args.batch_size,
         gradient_accumulation_steps=2,
         learning_rate=5e-3, warmup_steps=1, save_every=args.save_every, max_corrective_clicks=2, initial_clicks=3,
-        resume=args.resume, show_progress=False, collective_timeout=60, eval_every=2 if args.eval else 0,
+        resume=args.resume, show_progress=False, collective_timeout=args.collective_timeout,
+        eval_every=2 if args.eval else 0,
         seed=args.seed_of_rank[1] if args.seed_of_rank and args.seed_of_rank[0] == rank else 3,
     )
     r = args.r_of_rank[1] if args.r_of_rank and args.r_of_rank[0] == rank else 4
@@ -84,6 +88,8 @@ def main() -> None:
     def kill(trainer, step):
         if step == args.kill_at and args.kill_rank in (None, rank):
             os.kill(os.getpid(), signal.SIGKILL)
+        if step == args.hang_at and args.kill_rank in (None, rank):
+            time.sleep(3600)
 
     eval_data = toy_samples(3, seed=9) if args.eval else None
     trainer = MedSATrainer(tiny_peft_model(r=r), toy_samples(12), config, eval_data=eval_data, callbacks=[kill])
