@@ -20,6 +20,9 @@ TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 SCRIPT = TESTS / "test_training_utils.py"
 CONFIGS = REPO / "examples" / "accelerate_configs"
+LAUNCH_TIMEOUT = 480
+"""Seconds a launched training run may take: about 30 s on a quiet 2-core machine, several minutes when the
+machine is shared; beyond it the run counts as hung and the test fails."""
 
 
 def free_port() -> int:
@@ -62,6 +65,6 @@ def finish(proc: subprocess.Popen, timeout: float) -> tuple[int, str]:
     return proc.returncode, out
 
 
-def run(cmd: list[str], env: dict[str, str], timeout: float = 240) -> tuple[int, str]:
+def run(cmd: list[str], env: dict[str, str], timeout: float = LAUNCH_TIMEOUT) -> tuple[int, str]:
     """Runs ``cmd`` to its end within ``timeout`` seconds (see :func:`finish`)."""
     return finish(start(cmd, env), timeout)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from dist_launch import CONFIGS, SCRIPT, cpu_env, finish, free_port, run, start, tool
+from dist_launch import CONFIGS, LAUNCH_TIMEOUT, SCRIPT, cpu_env, finish, free_port, run, start, tool
 from peft_medsa.training import latest_checkpoint
 
 
@@ -19,7 +19,7 @@ def test_processes_with_different_seeds_and_adapters_are_refused(tmp_path):
     out = tmp_path / "mismatch"
     cmd = [tool("torchrun"), "--standalone", "--nproc_per_node", "2", str(SCRIPT), str(out), "--max-steps", "2",
            "--seed-of-rank", "1", "7", "--r-of-rank", "1", "8"]
-    code, log = run(cmd, cpu_env(), timeout=180)
+    code, log = run(cmd, cpu_env(), timeout=LAUNCH_TIMEOUT)
     assert code != 0
     assert "RankMismatchError" in log
     assert "training_config.seed (rank 0: 3, rank 1: 7)" in log
@@ -33,18 +33,20 @@ def test_a_process_dying_mid_run_stops_the_main_one_with_a_clear_error(tmp_path)
     """Two 1-process "machines": machine 1's process is SIGKILLed after step 3; machine 0's main process, waiting in
     the next collective, stops with PeerFailureError naming the last complete checkpoint (step 2)."""
     out, port = tmp_path / "dying", free_port()
-    began = time.monotonic()
     machines = [
         start([tool("torchrun"), "--nnodes", "2", "--node_rank", str(rank), "--nproc_per_node", "1",
                "--master_addr", "127.0.0.1", "--master_port", str(port), str(SCRIPT), str(out), "--max-steps", "6",
                "--save-every", "2", "--kill-at", "3", "--kill-rank", "1"], cpu_env())
         for rank in (0, 1)
     ]
-    (code0, log0), (code1, log1) = (finish(m, timeout=240) for m in machines)
+    code1, log1 = finish(machines[1], timeout=LAUNCH_TIMEOUT)  # the dying machine ends first
+    died = time.monotonic()
+    code0, log0 = finish(machines[0], timeout=LAUNCH_TIMEOUT)
+    # the dead peer is noticed at once (connection reset), long before the collective timeout (300 s)
+    assert time.monotonic() - died < 120
     assert code0 != 0 and code1 != 0
     assert "PeerFailureError" in log0 and "another process of the run most likely died" in log0, log0[-3000:]
     assert f"Last complete checkpoint: {out / 'checkpoints' / 'step-00000002'}" in log0
-    assert time.monotonic() - began < 200
     latest = latest_checkpoint(out)
     assert latest.name == "step-00000002" and (latest / "model.safetensors").is_file()
     assert not list((out / "checkpoints").glob(".tmp-*")) and not (out / "final").exists()
@@ -58,7 +60,7 @@ def test_a_hanging_process_fails_the_run_after_the_collective_timeout(tmp_path):
     out = tmp_path / "hanging"
     cmd = [tool("torchrun"), "--standalone", "--nproc_per_node", "2", str(SCRIPT), str(out), "--max-steps", "6",
            "--save-every", "2", "--hang-at", "3", "--kill-rank", "1", "--collective-timeout", "15"]
-    code, log = run(cmd, cpu_env(), timeout=240)
+    code, log = run(cmd, cpu_env(), timeout=LAUNCH_TIMEOUT)
     assert code != 0
     assert "PeerFailureError: process 0 of 2" in log and "Timed out" in log, log[-3000:]
     assert latest_checkpoint(out).name == "step-00000002" and not (out / "final").exists()

@@ -12,7 +12,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from dist_launch import CONFIGS, SCRIPT, cpu_env, free_port, run, tool
+from dist_launch import CONFIGS, LAUNCH_TIMEOUT, SCRIPT, cpu_env, free_port, run, tool
 from peft_medsa.training import MedSATrainer, TrainingConfig, latest_checkpoint
 from test_training_utils import tiny_peft_model, toy_samples
 
@@ -67,7 +67,7 @@ def launch_fsdp(out: Path, *args: str) -> tuple[int, str]:
     cmd = [tool("accelerate"), "launch", "--config_file", str(CONFIGS / "fsdp.yaml"), "--num_processes", "2",
            "--mixed_precision", "no", "--main_process_port", str(free_port()), str(SCRIPT), str(out),
            "--max-steps", str(STEPS), "--save-every", "2", *args]
-    return run(cmd, cpu_env(), timeout=240)
+    return run(cmd, cpu_env(), timeout=LAUNCH_TIMEOUT)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import json
 import pytest
 import yaml
 
-from dist_launch import CONFIGS, SCRIPT, cpu_env, finish, free_port, start, tool
+from dist_launch import CONFIGS, LAUNCH_TIMEOUT, SCRIPT, cpu_env, finish, free_port, start, tool
 from test_training_fsdp import STEPS, assert_same_adapter, single_process_run
 
 
@@ -26,7 +26,7 @@ def test_two_machines_one_process_each(tmp_path):
               cpu_env())
         for rank in (0, 1)
     ]
-    results = [finish(machine, timeout=240) for machine in machines]
+    results = [finish(machine, timeout=LAUNCH_TIMEOUT) for machine in machines]
     for code, log in results:
         assert code == 0, log[-4000:]
     # 12 cases, global batch 2 x 2 -> an epoch is 3 micro-batches; each case exactly once per epoch across ranks

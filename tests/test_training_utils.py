@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--eval", action="store_true", help="validate on 3 toy samples every 2 steps")
     parser.add_argument("--hang-at", type=int, default=0, help="--kill-rank (or every rank) hangs after this step")
-    parser.add_argument("--collective-timeout", type=int, default=60)
+    parser.add_argument("--collective-timeout", type=int, default=300)
     parser.add_argument("--kill-rank", type=int, default=None, help="only this rank kills itself at --kill-at")
     parser.add_argument("--seed-of-rank", type=int, nargs=2, default=None, metavar=("RANK", "SEED"))
     parser.add_argument("--r-of-rank", type=int, nargs=2, default=None, metavar=("RANK", "R"))
