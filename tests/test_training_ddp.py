@@ -17,6 +17,7 @@ HELPER = Path(__file__).with_name("test_training_utils.py")
 
 
 @pytest.mark.slow
+@pytest.mark.distributed
 def test_two_process_ddp_on_cpu(tmp_path):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
     if torchrun is None:

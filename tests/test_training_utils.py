@@ -1,8 +1,9 @@
 """Helpers of the training tests: toy 2D samples and a training script run in subprocesses (kill/resume, DDP).
 
 Run as a script: ``python tests/test_training_utils.py OUT [--max-steps N] [--kill-at STEP] [--resume]``. Under
-``torchrun`` each rank writes ``rank<r>.json`` (case ids per micro-batch) and ``rank<r>.safetensors`` (adapter
-weights) into OUT.
+``torchrun`` each rank writes ``rank<r>.json`` (case ids per micro-batch) and, without FSDP, ``rank<r>.safetensors``
+(adapter weights) into OUT. ``--kill-rank``, ``--seed-of-rank`` and ``--r-of-rank`` make one rank misbehave (the
+distributed failure tests).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -62,25 +64,39 @@ def main() -> None:
     parser.add_argument("--kill-at", type=int, default=0, help="SIGKILL this process after this step")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--dump", action="store_true", help="write case ids and adapter weights per rank")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--eval", action="store_true", help="validate on 3 toy samples every 2 steps")
+    parser.add_argument("--hang-at", type=int, default=0, help="--kill-rank (or every rank) hangs after this step")
+    parser.add_argument("--collective-timeout", type=int, default=300)
+    parser.add_argument("--kill-rank", type=int, default=None, help="only this rank kills itself at --kill-at")
+    parser.add_argument("--seed-of-rank", type=int, nargs=2, default=None, metavar=("RANK", "SEED"))
+    parser.add_argument("--r-of-rank", type=int, nargs=2, default=None, metavar=("RANK", "R"))
     args = parser.parse_args()
+    rank = int(os.environ.get("RANK", "0"))
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
     config = TrainingConfig(
-        output_dir=args.output_dir, max_steps=args.max_steps, batch_size=2, gradient_accumulation_steps=2,
+        output_dir=args.output_dir, max_steps=args.max_steps, batch_size=args.batch_size,
+        gradient_accumulation_steps=2,
         learning_rate=5e-3, warmup_steps=1, save_every=args.save_every, max_corrective_clicks=2, initial_clicks=3,
-        resume=args.resume, show_progress=False, seed=3,
+        resume=args.resume, show_progress=False, collective_timeout=args.collective_timeout,
+        eval_every=2 if args.eval else 0,
+        seed=args.seed_of_rank[1] if args.seed_of_rank and args.seed_of_rank[0] == rank else 3,
     )
+    r = args.r_of_rank[1] if args.r_of_rank and args.r_of_rank[0] == rank else 4
 
     def kill(trainer, step):
-        if step == args.kill_at:
+        if step == args.kill_at and args.kill_rank in (None, rank):
             os.kill(os.getpid(), signal.SIGKILL)
+        if step == args.hang_at and args.kill_rank in (None, rank):
+            time.sleep(3600)
 
-    trainer = MedSATrainer(tiny_peft_model(), toy_samples(12), config, callbacks=[kill])
+    eval_data = toy_samples(3, seed=9) if args.eval else None
+    trainer = MedSATrainer(tiny_peft_model(r=r), toy_samples(12), config, eval_data=eval_data, callbacks=[kill])
     trainer.train()
-    rank = int(os.environ.get("RANK", "0"))
     out = Path(args.output_dir)
-    if args.dump:
-        (out / f"rank{rank}.json").write_text(json.dumps(trainer.case_ids_seen))
+    (out / f"rank{rank}.json").write_text(json.dumps(trainer.case_ids_seen))
+    if args.dump and not trainer.sharded:
         save_file({k: v.contiguous() for k, v in trainable_state(trainer.model).items()},
                   str(out / f"rank{rank}.safetensors"))
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,14 @@ def _replace_pointer(folder: Path, name: str) -> None:
     _fsync_dir(folder)
 
 
-def save_checkpoint(accelerator, output_dir: str | Path, step: int, trainer_state: dict[str, Any], keep: int) -> Path:
+def save_checkpoint(
+    accelerator,
+    output_dir: str | Path,
+    step: int,
+    trainer_state: dict[str, Any],
+    keep: int,
+    write_parts: Callable[[Path], None] | None = None,
+) -> Path:
     """Saves the accelerate state after optimizer step ``step`` atomically; all processes must call it.
 
     Args:
@@ -74,6 +82,9 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, trainer_stat
         step: Optimizer steps done.
         trainer_state: JSON-serialisable dict written as ``trainer_state.json`` (step, configs, ...).
         keep: Number of newest step checkpoints kept; older ones are deleted after ``latest`` moved.
+        write_parts: ``write_parts(tmp_folder)``, called on every process after ``save_state`` and before the folder
+            is completed: writes what accelerate does not hold (the gathered state of an FSDP2 model); it may run
+            collectives, and must write files from the main process only.
 
     Returns:
         The final checkpoint folder.
@@ -88,6 +99,8 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, trainer_stat
         tmp.mkdir()
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    if write_parts is not None:
+        write_parts(tmp)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _write_json(tmp / STATE_FILE, {**trainer_state, "step": step})

@@ -13,7 +13,8 @@ from .config_checks import check_training_config
 NORMALIZE = ("imagenet", "minmax")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
-BOOKKEEPING_FIELDS = ("output_dir", "resume", "overwrite", "show_progress", "cache_frozen_encoder", "cache_megabytes")
+BOOKKEEPING_FIELDS = ("output_dir", "resume", "overwrite", "show_progress", "cache_frozen_encoder", "cache_megabytes",
+                      "prefetch", "collective_timeout")
 """Fields that may differ between a run and its resume (they change no number of the training)."""
 
 
@@ -60,6 +61,8 @@ class TrainingConfig:
             keeping them (``model.gradient_checkpointing_enable(eval_mode=True)``): less memory, about one more
             encoder forward per step. Adapter gradients are unchanged.
         cpu: Force CPU even where CUDA is available.
+        prefetch: Micro-batches read and prepared ahead in a background thread; ``0``: read in the training thread.
+        collective_timeout: Seconds a distributed collective may wait for the other processes before failing.
         resume: Continue from the latest checkpoint of ``output_dir`` (which must be a run of the same config).
         overwrite: Delete an existing ``output_dir`` first.
         show_progress: tqdm progress bar on the main process.
@@ -94,18 +97,20 @@ class TrainingConfig:
         default=False, metadata={"help": "Recompute the frozen image encoder's activations in backward."}
     )
     cpu: bool = field(default=False, metadata={"help": "Force CPU."})
+    prefetch: int = field(default=2, metadata={"help": "Micro-batches loaded ahead in a thread; 0: none."})
+    collective_timeout: int = field(default=600, metadata={"help": "Seconds before a stuck collective fails."})
     resume: bool = field(default=False, metadata={"help": "Continue from the latest checkpoint."})
     overwrite: bool = field(default=False, metadata={"help": "Delete an existing output_dir first."})
     show_progress: bool = field(default=True, metadata={"help": "tqdm progress bar."})
 
     def __post_init__(self) -> None:
         positive = ("max_steps", "batch_size", "gradient_accumulation_steps", "initial_clicks", "keep_checkpoints",
-                    "log_every", "eval_repeats")
+                    "log_every", "eval_repeats", "collective_timeout")
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"TrainingConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("warmup_steps", "max_corrective_clicks", "eval_every", "save_every", "seed"):
+        for name in ("warmup_steps", "max_corrective_clicks", "eval_every", "save_every", "seed", "prefetch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"TrainingConfig.{name} must be an integer >= 0, got {value!r}")

@@ -7,7 +7,7 @@ bottom/right to ``(S, S)``. Prompts are computed on the resized mask, so they ar
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -79,6 +79,7 @@ def start_prompts(
     initial_clicks: int,
     box_probability: float,
     box_iou: float,
+    sample_rngs: Sequence[np.random.Generator] | None = None,
     box_iou_max: float | None = None,
 ) -> list[Prompt]:
     """Random start prompts for a micro-batch (paper section 3.5: random clicks, then corrective ones).
@@ -90,7 +91,8 @@ def start_prompts(
 
     Args:
         masks: ``(S, S)`` bool model-space masks, each non-empty.
-        rng: The micro-batch's generator.
+        rng: The micro-batch's generator (box or clicks).
+        sample_rngs: One generator per mask for its clicks or box jitter (default: ``rng`` for all).
 
     Returns:
         One :class:`~peft_medsa.prompts.Prompt` per mask, in model input pixels.
@@ -99,15 +101,16 @@ def start_prompts(
     if use_box and box_iou_max is not None:
         box_iou = float(rng.uniform(box_iou, box_iou_max))
     prompts = []
-    for mask in masks:
+    for i, mask in enumerate(masks):
+        own = rng if sample_rngs is None else sample_rngs[i]
         if use_box:
             box = tight_box(mask)
             if box_iou < 0.999:
-                box = jitter_box(box, box_iou, rng, mask.shape)
+                box = jitter_box(box, box_iou, own, mask.shape)
             prompts.append(Prompt(box=box))
         else:
-            n = int(rng.integers(1, initial_clicks + 1))
-            prompts.append(Prompt(positive_points(mask, n, rng), np.ones(n, dtype=np.int64)))
+            n = int(own.integers(1, initial_clicks + 1))
+            prompts.append(Prompt(positive_points(mask, n, own), np.ones(n, dtype=np.int64)))
     return prompts
 
 

@@ -5,12 +5,16 @@ micro-batch (paper section 3.5): a random start prompt (clicks, or a jittered bo
 ``max_corrective_clicks`` corrective clicks, each placed in the largest error region of the current prediction (run
 without gradients), then the gradient pass with the final prompt and Dice + BCE on the upsampled mask logits.
 
-Data order: epoch ``e`` visits the samples (those with a non-empty mask) in the permutation seeded by
-``(seed, e)``; global micro-batch ``m`` takes positions ``[m * B * W, (m + 1) * B * W)`` of it and process ``r`` the
-slice ``[r * B, (r + 1) * B)`` of those (``B`` = batch size, ``W`` = processes; a trailing partial batch is
-dropped). The prompts of micro-batch ``m`` on process ``r`` come from ``numpy.random.default_rng([seed, m, r])``.
-The order is thus a function of the step, and a resumed run sees the same batches and prompts as an uninterrupted
-one; torch / numpy / python RNG states are restored from the checkpoint as well.
+Data order (:mod:`.sampling`): a function of the step alone, so that a resumed run sees the same batches and prompts
+as an uninterrupted one, and ``W`` processes of batch ``B`` those of one process of batch ``B * W``; each process
+reads only its own samples, one micro-batch ahead in a background thread (:mod:`.prefetch`). torch / numpy / python
+RNG states are restored from the checkpoint as well.
+
+Distributed runs (DDP or FSDP, one or several machines): every collective (gradient reduction, the gathering of a
+sharded model's tensors for checkpoints and adapters, the validation forwards of a sharded model) runs on every
+process in the same order; only the main process writes files. FSDP is applied with torch's FSDP2 by the trainer
+itself (:mod:`.sharding` says why). The processes check at start that they share one configuration
+(:mod:`.ranks`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +38,22 @@ from ..evaluation import evaluate_model, sam_predict_fn
 from ..prompts import add_corrective_click, collate_prompts
 from .checkpoint_integrity import resume_checkpoint
 from .checkpoints import (
+    CheckpointMismatchError,
     check_compatible,
+    latest_checkpoint,
     peft_config_dict,
     read_trainer_state,
     save_checkpoint,
 )
-from .config import TrainingConfig
+from .config import BOOKKEEPING_FIELDS, TrainingConfig
 from .frozen_prefix import FrozenPrefixCache
 from .inputs import model_input_size, prepare_sample, start_prompts
 from .logs import MetricsLog
 from .losses import dice_bce_loss
+from .prefetch import Prefetcher
+from .ranks import PeerFailureError, check_same_on_all_ranks, run_fingerprint
+from .sampling import DataOrder, prompt_rngs, usable_indices
+from .sharding import fsdp_settings, full_trainable_state, load_sharded_parts, save_sharded_parts, shard_model
 
 Callback = Callable[["MedSATrainer", int], None]
 """``callback(trainer, step)``, called on every process after each optimizer step (and checkpoint)."""
@@ -79,18 +90,24 @@ def resolve_mixed_precision(requested: str, cpu: bool) -> str:
     return "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
 
 
-def _mask_of(sample: Mapping) -> np.ndarray:
-    return np.asarray(sample["mask"])
+def _launched_world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _valid_indices(data: Sequence[Mapping]) -> list[int]:
-    """Indices of the samples whose mask has foreground (a prompt needs one)."""
-    masks = data.select_columns(["mask"]) if hasattr(data, "select_columns") else data
-    return [i for i in range(len(masks)) if _mask_of(masks[i]).any()]
+def _is_peer_failure(error: BaseException) -> bool:
+    """Whether an exception comes from a failed collective (a dead or unreachable peer, a timeout)."""
+    import torch.distributed as dist
+
+    if isinstance(error, getattr(dist, "DistError", ())):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and any(
+        k in text for k in ("gloo", "connection closed", "connection reset", "timed out", "broken pipe", "nccl")
+    )
 
 
 class MedSATrainer:
-    """Trains the Med-SA adapters of a ``PeftModel(SamModel)`` with accelerate (single process, DDP, mixed precision).
+    """Trains the Med-SA adapters of a ``PeftModel(SamModel)`` with accelerate (one process, DDP, FSDP2, bf16).
 
     Args:
         model: The PEFT model; only its trainable parameters (adapters, ``modules_to_save``) are optimised.
@@ -129,9 +146,12 @@ class MedSATrainer:
         self.input_size = model_input_size(model)
         self.case_ids_seen: list[list[str]] = []
         """Case ids of each micro-batch this process trained on, in order."""
-        self.valid_indices = _valid_indices(train_data)
-        if not self.valid_indices:
-            raise ValueError("train_data has no sample with a non-empty mask; nothing to train on")
+        self.valid_indices: list[int] | None = None
+        """Usable sample indices; in a distributed run found by all processes together at the start of train()."""
+        if _launched_world_size() == 1:
+            self.valid_indices = usable_indices(train_data)
+        self.sharded = False
+        """Whether the model is sharded with FSDP2 (set by train())."""
 
     # -- set-up ----------------------------------------------------------------------------------------------------
     def _check_output_dir(self) -> None:
@@ -148,16 +168,18 @@ class MedSATrainer:
 
     def _build(self):
         from accelerate import Accelerator
-        from accelerate.utils import set_seed
+        from accelerate.utils import InitProcessGroupKwargs, set_seed
         from transformers import get_scheduler
 
         cfg = self.config
         mixed = resolve_mixed_precision(cfg.mixed_precision, cfg.cpu)
         kwargs = {"cpu": True} if cfg.cpu else {}
+        timeout = InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.collective_timeout))
         accelerator = Accelerator(
-            mixed_precision=mixed, gradient_accumulation_steps=cfg.gradient_accumulation_steps, **kwargs
+            mixed_precision=mixed, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            kwargs_handlers=[timeout], **kwargs
         )
-        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        launched = _launched_world_size()
         if launched > 1 and accelerator.num_processes != launched:
             raise RuntimeError(
                 f"launched as {launched} processes (WORLD_SIZE) but accelerate runs {accelerator.num_processes}: "
@@ -167,14 +189,29 @@ class MedSATrainer:
         self.model.eval()  # frozen SAM: no dropout to enable, and BatchNorm statistics (TinyViT) must not drift
         if cfg.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(eval_mode=True)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if not params:
+        shapes = {n: list(p.shape) for n, p in self.model.named_parameters() if p.requires_grad}
+        if self.valid_indices is None:
+            self.valid_indices = usable_indices(self.train_data, accelerator.process_index, accelerator.num_processes)
+        fsdp = fsdp_settings(accelerator)
+        fingerprint = run_fingerprint(
+            {k: v for k, v in cfg.to_dict().items() if k not in BOOKKEEPING_FIELDS},
+            {n: peft_config_dict(c) for n, c in self.model.peft_config.items()}, shapes, len(self.train_data),
+        )
+        check_same_on_all_ranks({**fingerprint, "fsdp": repr(fsdp)}, accelerator.num_processes)
+        if not shapes:
             raise ValueError("the model has no trainable parameters (adapters frozen or inference_mode=True?)")
+        self.sharded = fsdp is not None
+        if self.sharded:  # FSDP2 by hand (accelerate does not shard on CPU); the optimizer sees the DTensor shards
+            model = shard_model(self.model, accelerator.device, fsdp)
+        else:
+            model = self.model
+        params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         scheduler = get_scheduler(
             cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.max_steps
         )
-        model, optimizer = accelerator.prepare(self.model, optimizer)
+        if not self.sharded:
+            model, optimizer = accelerator.prepare(model, optimizer)
         accelerator.register_for_checkpointing(scheduler)  # stepped by us once per optimizer step
         trainable = {n for n, p in model.named_parameters() if p.requires_grad}
 
@@ -190,6 +227,7 @@ class MedSATrainer:
             "training_config": self.config.to_dict(),
             "peft_config": {n: peft_config_dict(c) for n, c in self.model.peft_config.items()},
             "world_size": accelerator.num_processes,
+            "sharding": "fsdp2" if self.sharded else "none",
             "trainable_keys": trainable,
             "best_dice": best_dice,
         }
@@ -203,36 +241,31 @@ class MedSATrainer:
                                       stored.get("world_size")}, current, diffs, accelerator.num_processes)
         if stored.get("trainable_keys") != trainable:
             raise ValueError(f"cannot resume from {checkpoint}: its trainable tensors differ from this model's")
+        sharding = "fsdp2" if self.sharded else "none"
+        if stored.get("sharding", "none") != sharding:
+            raise CheckpointMismatchError(
+                f"cannot resume from {checkpoint}: it was written with sharding {stored.get('sharding', 'none')!r}, "
+                f"this run uses {sharding!r} (launch it the same way: FSDP or not)"
+            )
         accelerator.load_state(str(checkpoint), strict=False)
+        if self.sharded:
+            load_sharded_parts(checkpoint, self.model_prepared, self.optimizer, trainable)
         if accelerator.is_main_process:
             MetricsLog(self.output_dir).truncate_after(int(stored["step"]))
         best = stored.get("best_dice")
         return int(stored["step"]), (-math.inf if best is None else float(best))
 
     # -- data ------------------------------------------------------------------------------------------------------
-    def _micro_batch_indices(self, micro: int, rank: int, world: int) -> list[int]:
-        per_global = self.config.batch_size * world
-        per_epoch = len(self.valid_indices) // per_global
-        if per_epoch == 0:
-            raise ValueError(
-                f"{len(self.valid_indices)} usable training samples cannot fill one global batch of "
-                f"batch_size={self.config.batch_size} x {world} processes"
-            )
-        epoch, position = divmod(micro, per_epoch)
-        if getattr(self, "_epoch", None) != epoch:
-            order = np.random.default_rng([self.config.seed, epoch]).permutation(len(self.valid_indices))
-            self._epoch, self._order = epoch, [self.valid_indices[i] for i in order]
-        start = position * per_global + rank * self.config.batch_size
-        return self._order[start : start + self.config.batch_size]
-
-    def _inputs(self, indices: list[int], device: torch.device):
+    def _load_micro_batch(self, order: DataOrder, micro: int, rank: int):
+        """Reads and prepares this process's samples of micro-batch ``micro`` (runs in the prefetch thread)."""
+        indices, slots = order.micro_batch(micro, rank)
         samples = [self.train_data[int(i)] for i in indices]
         prepared = [prepare_sample(s, self.input_size, self.config.normalize) for s in samples]
-        pixels = torch.stack([p[0] for p in prepared]).to(device)
+        pixels = torch.stack([p[0] for p in prepared])
         masks = [p[1] for p in prepared]
         sizes = [p[2] for p in prepared]
         case_ids = [str(s.get("case_id", f"index_{i}")) for s, i in zip(samples, indices)]
-        return pixels, masks, sizes, case_ids
+        return indices, pixels, masks, sizes, case_ids, slots
 
     def _logits(self, outputs) -> torch.Tensor:
         """``pred_masks`` ``(B, 1, 1, h, w)`` -> ``(B, S, S)`` logits in model input pixels."""
@@ -261,14 +294,20 @@ class MedSATrainer:
 
     # -- saving ----------------------------------------------------------------------------------------------------
     def _save_adapter(self, accelerator, name: str, metrics_markdown: str | None, step: int) -> Path:
-        """``save_pretrained`` + model card into ``output_dir/name`` via a temporary folder (main process only)."""
+        """``save_pretrained`` + model card into ``output_dir/name`` via a temporary folder.
+
+        Every process must call it (a sharded model's tensors are gathered first); only the main one writes.
+        """
         from ..hub.cards import write_model_card
 
         dest = self.output_dir / name
+        unwrapped = accelerator.unwrap_model(self.model_prepared)
+        state = full_trainable_state(unwrapped, accelerator.is_main_process) if self.sharded else None
+        if not accelerator.is_main_process:
+            return dest
         tmp, old = self.output_dir / f".tmp-{name}", self.output_dir / f".old-{name}"
         shutil.rmtree(tmp, ignore_errors=True)
-        unwrapped = accelerator.unwrap_model(self.model_prepared)
-        unwrapped.save_pretrained(str(tmp))
+        unwrapped.save_pretrained(str(tmp), **({"state_dict": state} if state is not None else {}))
         info = {"training_steps": step, "normalize": self.config.normalize, **self.card_info}
         write_model_card(tmp, peft_model=unwrapped, metrics_markdown=metrics_markdown, **info)
         if dest.exists():
@@ -279,6 +318,8 @@ class MedSATrainer:
         return dest
 
     def _validate(self, accelerator, step: int, log: MetricsLog, best: float) -> float:
+        """Validation on the main process; on every process when the model is sharded (its forwards are collectives:
+        each process runs the same prompts on the same data, and only the main one writes)."""
         cfg = self.config
         unwrapped = accelerator.unwrap_model(self.model_prepared)
         predict = sam_predict_fn(unwrapped, device=accelerator.device, normalize=cfg.normalize)
@@ -288,13 +329,31 @@ class MedSATrainer:
         average = result.summary()[-1] if result.records else {}
         dice = float(average.get("dice_mean", math.nan))
         self.last_val_dice = dice
-        log.append({"step": step, "val_dice": dice, "val_iou": float(average.get("iou_mean", math.nan)),
-                    "val_hd95": float(average.get("hd95_mean", math.nan)), "val_setting": cfg.eval_setting})
+        if accelerator.is_main_process:
+            log.append({"step": step, "val_dice": dice, "val_iou": float(average.get("iou_mean", math.nan)),
+                        "val_hd95": float(average.get("hd95_mean", math.nan)), "val_setting": cfg.eval_setting})
         if math.isfinite(dice) and dice > best:
             self._save_adapter(accelerator, "best", result.to_markdown(), step)
-            (self.output_dir / "best" / "val_metrics.json").write_text(json.dumps({"step": step, "dice": dice}))
+            if accelerator.is_main_process:
+                (self.output_dir / "best" / "val_metrics.json").write_text(json.dumps({"step": step, "dice": dice}))
             return dice
         return best
+
+    def _optimizer_step(self, accelerator, model, optimizer) -> None:
+        """Clip and step at the last micro-batch of an optimizer step (accelerate's optimizer wrapper does the
+        skipping itself; a sharded model's plain optimizer is stepped here only when gradients are synced)."""
+        cfg = self.config
+        if not self.sharded:
+            if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad()
+            return
+        if accelerator.sync_gradients:
+            if cfg.max_grad_norm > 0:  # DTensor gradients: the norm is global across the shards
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad()
 
     # -- the loop --------------------------------------------------------------------------------------------------
     def train(self) -> TrainingResult:
@@ -305,10 +364,24 @@ class MedSATrainer:
             CheckpointMismatchError: ``resume`` from a checkpoint of another config (fields named).
             NonFiniteLossError: The loss became NaN / inf (step and case ids named; no checkpoint written).
         """
-        cfg = self.config
         self._check_output_dir()
         accelerator, model, optimizer, scheduler, trainable = self._build()
-        self.model_prepared = model
+        self.model_prepared, self.optimizer = model, optimizer
+        try:
+            return self._train(accelerator, model, optimizer, scheduler, trainable)
+        except Exception as error:
+            if accelerator.num_processes > 1 and _is_peer_failure(error):
+                latest = latest_checkpoint(self.output_dir)
+                raise PeerFailureError(
+                    f"process {accelerator.process_index} of {accelerator.num_processes}: a collective operation "
+                    f"failed ({type(error).__name__}: {str(error)[:300]}); another process of the run most likely "
+                    f"died, hung or was stopped. Last complete checkpoint: {latest or 'none'}; restart all processes "
+                    "with resume=True (--resume) to continue from it"
+                ) from error
+            raise
+
+    def _train(self, accelerator, model, optimizer, scheduler, trainable: list[str]) -> TrainingResult:
+        cfg = self.config
         accelerator.wait_for_everyone()  # every process checked output_dir before the main one changes it
         if accelerator.is_main_process:
             if cfg.overwrite and self.output_dir.exists():
@@ -320,81 +393,88 @@ class MedSATrainer:
             cfg.to_json_file(self.output_dir / "training_config.json")
         log = MetricsLog(self.output_dir)
         rank, world, accum = accelerator.process_index, accelerator.num_processes, cfg.gradient_accumulation_steps
+        order = DataOrder(self.valid_indices, cfg.batch_size, world, cfg.seed)
         unwrapped = accelerator.unwrap_model(model)
         # The frozen front of the encoder, once per case; DDP / FSDP need the whole forward inside the wrapped model.
         self.prefix_cache = (FrozenPrefixCache.build(unwrapped, cfg.cache_megabytes)
                              if cfg.cache_frozen_encoder and world == 1 else None)
+        final_saved = False
+        write_parts = (lambda folder: save_sharded_parts(folder, model, optimizer, accelerator.is_main_process)) \
+            if self.sharded else None
         bar = tqdm(total=cfg.max_steps, initial=step, desc="train Med-SA",
                    disable=not (cfg.show_progress and accelerator.is_main_process))
-        while step < cfg.max_steps:
-            lr = scheduler.get_last_lr()[0]
-            losses = []
-            for k in range(accum):
-                micro = step * accum + k
-                indices = self._micro_batch_indices(micro, rank, world)
-                pixels, masks, sizes, case_ids = self._inputs(indices, accelerator.device)
-                self.case_ids_seen.append(case_ids)
-                rng = np.random.default_rng([cfg.seed, micro, rank])
-                prompts = start_prompts(masks, rng, cfg.initial_clicks, cfg.box_probability, cfg.box_iou,
-                                        cfg.box_iou_max)
-                n_clicks = int(rng.integers(0, cfg.max_corrective_clicks + 1))
-                frozen_embeddings = None
-                if n_clicks:
-                    with torch.no_grad(), accelerator.autocast():
-                        frozen_embeddings = self._embeddings(unwrapped, indices, pixels)
-                    prompts = self._simulate_clicks(accelerator, frozen_embeddings, unwrapped, masks, sizes, prompts,
-                                                    n_clicks)
-                target = torch.from_numpy(np.stack(masks)).to(accelerator.device)
-                with accelerator.accumulate(model):
-                    with accelerator.autocast():
-                        prompt_inputs = collate_prompts(prompts, accelerator.device)
-                        if self.prefix_cache is None:
-                            outputs = model(pixel_values=pixels, **prompt_inputs, multimask_output=False)
-                        else:
-                            cached = self.prefix_cache.caches_embeddings and frozen_embeddings is not None
-                            embeddings = frozen_embeddings if cached else self._embeddings(unwrapped, indices, pixels)
-                            outputs = model(image_embeddings=embeddings, **prompt_inputs, multimask_output=False)
-                    loss = dice_bce_loss(self._logits(outputs), target)
-                    everywhere = accelerator.gather(loss.detach().reshape(1))
-                    if not torch.isfinite(everywhere).all():
-                        raise NonFiniteLossError(
-                            f"non-finite training loss (per process: {everywhere.tolist()}) at step {step + 1} "
-                            f"(micro-batch {k + 1} of {accum}); case ids of this process's batch: {case_ids}. "
-                            "No checkpoint was written for this step; the last good one is left unchanged."
-                        )
-                    losses.append(float(everywhere.mean()))
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad()
-            scheduler.step()
-            step += 1
-            bar.update(1)
-            postfix = {"loss": f"{np.mean(losses):.4f}", "lr": f"{lr:.2e}"}
-            if getattr(self, "last_val_dice", None) is not None:
-                postfix[f"val_dice_{cfg.eval_setting}"] = f"{self.last_val_dice:.3f}"
-            bar.set_postfix(postfix)
-            if accelerator.is_main_process and step % cfg.log_every == 0:
-                log.append({"step": step, "loss": float(np.mean(losses)), "lr": lr,
-                            "epoch": step * accum * cfg.batch_size * world / len(self.valid_indices)})
-            if step == cfg.max_steps and accelerator.is_main_process:  # first: nothing after it can lose the adapter
-                self._save_adapter(accelerator, "final", None, step)
-            if self.eval_data is not None and ((cfg.eval_every and step % cfg.eval_every == 0)
-                                               or step == cfg.max_steps):
-                if accelerator.is_main_process:
-                    best = self._validate(accelerator, step, log, best)
-                accelerator.wait_for_everyone()
-            if cfg.save_every and step % cfg.save_every == 0:
-                save_checkpoint(accelerator, self.output_dir, step, self._state(accelerator, trainable, best),
-                                cfg.keep_checkpoints)
-            for callback in self.callbacks:
-                callback(self, step)
+        loader = Prefetcher(lambda m: self._load_micro_batch(order, m, rank), step * accum, cfg.max_steps * accum,
+                            depth=cfg.prefetch)
+        with loader:
+            batches = iter(loader)
+            while step < cfg.max_steps:
+                lr = scheduler.get_last_lr()[0]
+                losses = []
+                for k in range(accum):
+                    micro = step * accum + k
+                    indices, pixels, masks, sizes, case_ids, slots = next(batches)
+                    pixels = pixels.to(accelerator.device)
+                    self.case_ids_seen.append(case_ids)
+                    rng, sample_rngs = prompt_rngs(cfg.seed, micro, slots)
+                    prompts = start_prompts(masks, rng, cfg.initial_clicks, cfg.box_probability, cfg.box_iou,
+                                            sample_rngs=sample_rngs, box_iou_max=cfg.box_iou_max)
+                    n_clicks = int(rng.integers(0, cfg.max_corrective_clicks + 1))
+                    frozen_embeddings = None
+                    if n_clicks:
+                        with torch.no_grad(), accelerator.autocast():
+                            frozen_embeddings = self._embeddings(unwrapped, indices, pixels)
+                        prompts = self._simulate_clicks(accelerator, frozen_embeddings, unwrapped, masks, sizes,
+                                                        prompts, n_clicks)
+                    target = torch.from_numpy(np.stack(masks)).to(accelerator.device)
+                    with accelerator.accumulate(model):
+                        with accelerator.autocast():
+                            prompt_inputs = collate_prompts(prompts, accelerator.device)
+                            if self.prefix_cache is None:
+                                outputs = model(pixel_values=pixels, **prompt_inputs, multimask_output=False)
+                            else:
+                                cached = self.prefix_cache.caches_embeddings and frozen_embeddings is not None
+                                embeddings = (frozen_embeddings if cached
+                                              else self._embeddings(unwrapped, indices, pixels))
+                                outputs = model(image_embeddings=embeddings, **prompt_inputs, multimask_output=False)
+                        loss = dice_bce_loss(self._logits(outputs), target)
+                        everywhere = accelerator.gather(loss.detach().reshape(1))
+                        if not torch.isfinite(everywhere).all():
+                            raise NonFiniteLossError(
+                                f"non-finite training loss (per process: {everywhere.tolist()}) at step {step + 1} "
+                                f"(micro-batch {k + 1} of {accum}); case ids of this process's batch: {case_ids}. "
+                                "No checkpoint was written for this step; the last good one is left unchanged."
+                            )
+                        losses.append(float(everywhere.mean()))
+                        accelerator.backward(loss)
+                        self._optimizer_step(accelerator, model, optimizer)
+                scheduler.step()
+                step += 1
+                bar.update(1)
+                postfix = {"loss": f"{np.mean(losses):.4f}", "lr": f"{lr:.2e}"}
+                if getattr(self, "last_val_dice", None) is not None:
+                    postfix[f"val_dice_{cfg.eval_setting}"] = f"{self.last_val_dice:.3f}"
+                bar.set_postfix(postfix)
+                if accelerator.is_main_process and step % cfg.log_every == 0:
+                    log.append({"step": step, "loss": float(np.mean(losses)), "lr": lr,
+                                "epoch": step * accum * cfg.batch_size * world / len(self.valid_indices)})
+                if step == cfg.max_steps:  # first: nothing after it can lose the adapter (all ranks: may gather)
+                    self._save_adapter(accelerator, "final", None, step)
+                    final_saved = True
+                if self.eval_data is not None and ((cfg.eval_every and step % cfg.eval_every == 0)
+                                                   or step == cfg.max_steps):
+                    if self.sharded or accelerator.is_main_process:
+                        best = self._validate(accelerator, step, log, best)
+                    accelerator.wait_for_everyone()
+                if cfg.save_every and step % cfg.save_every == 0:
+                    save_checkpoint(accelerator, self.output_dir, step, self._state(accelerator, trainable, best),
+                                    cfg.keep_checkpoints, write_parts=write_parts)
+                for callback in self.callbacks:
+                    callback(self, step)
         bar.close()
         final = self.output_dir / "final"
+        if not final_saved:  # resumed at max_steps: no step ran
+            self._save_adapter(accelerator, "final", None, step)
         if accelerator.is_main_process:
-            if not final.is_dir():  # resumed at max_steps: no step ran
-                self._save_adapter(accelerator, "final", None, step)
             log.write_csv()
             log.plot()
         accelerator.wait_for_everyone()
