@@ -279,7 +279,7 @@ class MedSATrainer:
     def _validate(self, accelerator, step: int, log: MetricsLog, best: float) -> float:
         cfg = self.config
         unwrapped = accelerator.unwrap_model(self.model_prepared)
-        predict = sam_predict_fn(unwrapped, device=accelerator.device, normalize=cfg.normalize)
+        predict = sam_predict_fn(unwrapped, device=accelerator.device, normalization=cfg.normalize)
         result = evaluate_model(
             predict, self.eval_data, cfg.eval_setting, repeats=cfg.eval_repeats, seed=cfg.seed, show_progress=False
         )
