@@ -434,3 +434,26 @@ def test_predict_on_a_real_ultrasound_image(model_dir, tmp_path, capsys):
     predictor.set_image(images[0])
     expected = predictor.predict(point_coords=[[width // 2, height // 2]])[0][0]
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "m.png")) > 0, expected)
+
+
+def test_debug_keeps_the_cause_of_a_user_error(model_dir, tmp_path, capsys):
+    """Without --debug one line; with --debug the UserError is raised with the reader's error as its cause."""
+    from peft_medsa.inference.commands import UserError
+
+    args = [
+        "predict",
+        "--model",
+        model_dir,
+        "--image",
+        tmp_path / "none.png",
+        "--point",
+        "1,x",
+        "--out",
+        tmp_path / "m.png",
+    ]
+    (tmp_path / "none.png").write_bytes(b"")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "none.png")
+    assert main([*map(str, args), "--quiet"]) == 2
+    with pytest.raises(UserError, match="--point '1,x'") as caught:
+        main([*map(str, args), "--quiet", "--debug"])
+    assert isinstance(caught.value.__cause__, ValueError)

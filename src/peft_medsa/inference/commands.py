@@ -34,8 +34,8 @@ def parse_numbers(text: str, counts: tuple[int, ...], flag: str, form: str) -> l
     """``"1,2.5,3"`` -> ``[1.0, 2.5, 3.0]``, requiring one of ``counts`` values; errors name ``flag`` and ``form``."""
     try:
         values = [float(v) for v in text.replace(" ", "").split(",")]
-    except ValueError:
-        raise UserError(f"{flag} {text!r}: expected numbers {form}") from None
+    except ValueError as err:
+        raise UserError(f"{flag} {text!r}: expected numbers {form}") from err
     if len(values) not in counts or not np.isfinite(values).all():
         raise UserError(f"{flag} {text!r}: expected {form}")
     return values
@@ -57,7 +57,7 @@ def load_model(spec: str, adapters: list[str] | None = None, device: str = "cpu"
         try:
             model = lite.convert_lite_medsam()
         except (FileNotFoundError, OSError) as err:
-            raise UserError(f"--model lite-medsam: {err}") from None
+            raise UserError(f"--model lite-medsam: {err}") from err
     else:
         try:
             model = AutoModel.from_pretrained(spec)
@@ -66,7 +66,7 @@ def load_model(spec: str, adapters: list[str] | None = None, device: str = "cpu"
                 f"--model {spec}: cannot load ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
                 "expected a local SamModel / LiteMedSAM folder saved with save_pretrained, a reachable Hub id, or "
                 "'lite-medsam'"
-            ) from None
+            ) from err
     if not hasattr(model, "get_image_embeddings") or not hasattr(model, "mask_decoder"):
         raise UserError(f"--model {spec}: a {type(model).__name__} is not SAM-like; expected a SamModel or LiteMedSAM")
     if adapters:
@@ -91,7 +91,7 @@ def _load_adapters(model: Any, adapters: list[str], active: str | None):
             raise UserError(
                 f"--adapter {source}: cannot load ({type(err).__name__}: {message}); expected a Med-SA adapter "
                 "folder (adapter_config.json + weights) saved for this --model"
-            ) from None
+            ) from err
         names.append(name)
     chosen = active or names[0]
     if chosen not in names:
@@ -163,12 +163,12 @@ def run_predict(args: argparse.Namespace) -> str:
                 if prompt.num_points:
                     check_points(prompt.points, prompt.labels, image.shape[:2])
             except ValueError as err:
-                raise UserError(f"--point: {err}") from None
+                raise UserError(f"--point: {err}") from err
             try:
                 if prompt.box is not None:
                     check_box(prompt.box, image.shape[:2])
             except ValueError as err:
-                raise UserError(f"--box: {err}") from None
+                raise UserError(f"--box: {err}") from err
     model = load_model(args.model, args.adapter, args.device, args.active_adapter)
     if volume:
         return _predict_volume(args, model, loaded, prompts, propagate, window, out)
@@ -226,7 +226,7 @@ def _volume_prompts(args: argparse.Namespace, shape: tuple[int, int, int], sourc
         raise
     except ValueError as err:
         flag = "--box" if args.box else "--point"
-        raise UserError(f"{flag}: {source}: {err}" if str(source) not in str(err) else f"{flag}: {err}") from None
+        raise UserError(f"{flag}: {source}: {err}" if str(source) not in str(err) else f"{flag}: {err}") from err
     return prompts, propagate
 
 
@@ -278,9 +278,9 @@ def _load_samples(args: argparse.Namespace):
             args.dataset, args.data_dir, split=None, cache_dir=args.cache_dir, **_builder_options(args.option)
         )
     except KeyError as err:
-        raise UserError(f"--dataset {args.dataset}: {err.args[0]}") from None
+        raise UserError(f"--dataset {args.dataset}: {err.args[0]}") from err
     except TypeError as err:
-        raise UserError(f"--option: {err}") from None
+        raise UserError(f"--option: {err}") from err
     if args.split not in dataset:
         raise UserError(f"--split {args.split}: {args.dataset} at {args.data_dir} has splits {sorted(dataset)}")
     return dataset[args.split]
@@ -307,10 +307,10 @@ def run_evaluate(args: argparse.Namespace) -> str:
 
         try:
             make_prompt(np.ones((4, 4), bool), args.prompt, 0)
-        except ValueError:
+        except ValueError as err:
             raise UserError(
                 f"--prompt {args.prompt!r}: expected 1pt, 3pt (any <N>pt), bbox, bbox0.5, bbox0.75 or everything"
-            ) from None
+            ) from err
     samples = _load_samples(args)
     model = load_model(args.model, args.adapter, args.device, args.active_adapter)
     predictor = MedSAPredictor(model, normalization=args.normalization)
