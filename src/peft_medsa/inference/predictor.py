@@ -1,5 +1,13 @@
 """`MedSAPredictor`: set an image once, then click as often as you like (segment-anything's ``SamPredictor``).
 
+The first layer of inference (:mod:`peft_medsa.inference`): the volume predictor decodes each slice through it and
+"segment everything" runs on it. Public API: ``set_image(image)`` (embeds once), ``predict(point_coords,
+point_labels, box, multimask_output, return_logits, mask_input) -> (masks (K, H, W), scores (K,), low_res (K, s, s))``
+(feed ``low_res[k]`` back as ``mask_input`` so that the next click refines mask ``k``), ``set_image_embedding(
+embedding, (H, W))`` (an embedding computed elsewhere, e.g. a volume slice with SD-Trans context), ``set_adapter``,
+``reset_image``, ``decode`` / ``postprocess`` (model-input-space prompts, for batched callers), and
+`cached_predict_fn` (the one cached ``predict_fn(image, prompt)`` of the evaluation protocol).
+
 Works on any SAM-like model with transformers' ``SamModel`` interface: ``SamModel``, LiteMedSAM
 (``model_type == "lite_medsam"``) or a ``PeftModel`` wrapping either (the active adapter is used; encoder adapters run
 inside ``get_image_embeddings`` because they are modules of the vision encoder).
