@@ -95,13 +95,14 @@ import json, sys, threading, time
 import numpy as np, torch
 sys.path.insert(0, {bench_dir!r})
 from bench_sdtrans import build
-from peft_medsa.inference.volume import segment_volume
+from peft_medsa.inference import box3d_prompts, segment_volume
 torch.set_flush_denormal(True)
 image_size, depth, chunk = {image_size}, {depth}, {chunk}
 model = build(image_size, "sdtrans")
 volume = np.random.default_rng(0).normal(size=(depth, image_size, image_size)).astype(np.float32)
-boxes = np.tile([[0.2 * image_size, 0.2 * image_size, 0.7 * image_size, 0.8 * image_size]], (depth, 1))
-segment_volume(model, volume[:2], boxes=boxes[:2], chunk_size=2, overlap=0)  # warm-up
+box = [0.2 * image_size, 0.2 * image_size, 0, 0.7 * image_size, 0.8 * image_size, depth - 1]
+prompts = box3d_prompts(box, volume.shape)  # the 2D box on every slice
+segment_volume(model, volume[:2], {{0: prompts[0], 1: prompts[1]}}, chunk_size=2, overlap=0)  # warm-up
 page = __import__("os").sysconf("SC_PAGE_SIZE")
 def rss():
     with open("/proc/self/statm") as f:
@@ -112,7 +113,7 @@ def sample():
         peak[0] = max(peak[0], rss()); time.sleep(0.001)
 before = rss(); thread = threading.Thread(target=sample); thread.start()
 start = time.perf_counter()
-segment_volume(model, volume, boxes=boxes, chunk_size=chunk, overlap=min(2, chunk - 1))
+segment_volume(model, volume, prompts, chunk_size=chunk, overlap=min(2, chunk - 1))
 seconds = time.perf_counter() - start
 running[0] = False; thread.join()
 print(json.dumps(dict(peak_mib=round((max(peak[0], rss()) - before) / 2**20, 1), seconds=round(seconds, 2))))

@@ -9,7 +9,9 @@ from PIL import Image
 
 from peft_medsa.cli import main
 from peft_medsa.inference.predictor import MedSAPredictor
-from peft_medsa.inference.volume_io import box3d_prompts, load_volume, segment_volume_2d, volume_to_uint8
+from peft_medsa.inference.volume_io import load_volume
+from peft_medsa.inference.volume_predictor import VolumePredictor
+from peft_medsa.inference.volume_prompts import box3d_prompts
 
 from conftest import shared_data_or_skip, tiny_sam
 
@@ -105,12 +107,100 @@ def test_predict_volume_keeps_geometry(model_dir, tmp_path, capsys):
     written = nib.load(str(out))
     np.testing.assert_allclose(written.affine, affine)
     loaded = load_volume(tmp_path / "ct.nii.gz")
-    expected = segment_volume_2d(
-        MedSAPredictor(tiny_sam()),
-        volume_to_uint8(loaded.array),
-        box3d_prompts([3, 4, 1, 30, 25, 2], loaded.array.shape),
-    )
+    predictor = VolumePredictor(tiny_sam())
+    predictor.set_volume(loaded)
+    expected = predictor.predict(box3d_prompts([3, 4, 1, 30, 25, 2], loaded.array.shape))
     np.testing.assert_array_equal(np.asarray(written.dataobj), np.transpose(expected, (2, 1, 0)) * 3)
+    for z in (1, 2):  # each boxed slice as the image predictor predicts it
+        image_predictor = MedSAPredictor(tiny_sam())
+        image_predictor.set_image(predictor.slices[z])
+        np.testing.assert_array_equal(expected[z], image_predictor.predict(box=[3, 4, 30, 25])[0][0])
+
+
+def test_predict_volume_with_sd_trans_runs_one_volume_pass(model_dir, tmp_path, capsys, monkeypatch):
+    """With an SD-Trans adapter, every boxed slice is embedded with its neighbours (num_slices), in one pass: no
+    slice-by-slice 2D pass first, and no pass skipped because a 2D pass came out empty."""
+    nib = pytest.importorskip("nibabel")
+    import torch
+    from peft import get_peft_model
+
+    from peft_medsa import SDTransConfig
+    from peft_medsa.inference import slice_embeddings
+
+    torch.manual_seed(0)
+    get_peft_model(tiny_sam(), SDTransConfig(r=4, init_weights=False)).save_pretrained(tmp_path / "sdtrans")
+    data = np.random.default_rng(1).normal(0, 100, (40, 36, 5)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "mr.nii.gz"))
+    contexts = []
+    original = slice_embeddings.num_slices_context
+
+    def recording(model, batch_size, num_slices):
+        contexts.append((batch_size, num_slices))
+        return original(model, batch_size, num_slices)
+
+    monkeypatch.setattr(slice_embeddings, "num_slices_context", recording)
+    encoder_batches = []
+    real_sam_embeddings = type(tiny_sam()).get_image_embeddings
+
+    def counting(self, pixel_values, *args, **kwargs):
+        encoder_batches.append(len(pixel_values))
+        return real_sam_embeddings(self, pixel_values, *args, **kwargs)
+
+    monkeypatch.setattr(type(tiny_sam()), "get_image_embeddings", counting)
+    out = tmp_path / "seg.nii.gz"
+    code, _, err = run(
+        capsys,
+        "predict",
+        "--model",
+        model_dir,
+        "--adapter",
+        tmp_path / "sdtrans",
+        "--image",
+        tmp_path / "mr.nii.gz",
+        "--box",
+        "3,4,0,30,25,4",
+        "--out",
+        out,
+    )
+    assert code == 0, err
+    assert contexts == [(5, 5)] and encoder_batches == [5]  # one chunk of all 5 slices, SD-Trans context on
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(tiny_sam(), tmp_path / "sdtrans")
+    predictor = VolumePredictor(model)
+    predictor.set_volume(load_volume(tmp_path / "mr.nii.gz"))
+    expected = predictor.predict(box3d_prompts([3, 4, 0, 30, 25, 4], (5, 36, 40)))
+    np.testing.assert_array_equal(np.asarray(nib.load(str(out)).dataobj), np.transpose(expected, (2, 1, 0)))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--point", "5,5,9"], r"--point: .*ct.nii.gz: prompts on slice\(s\) \[9\], but the volume has slices 0..3"),
+        (["--point", "50,5,1"], r"--point: .*ct.nii.gz: click\(s\) \[\[50.0, 5.0\]\] on slice 1 outside the slice"),
+        (["--box", "3,4,1,30,25,7"], r"--box: .*ct.nii.gz.*outside the volume.*0 <= z <= 3"),
+        (["--box", "3,4,1,30,45,2"], r"--box: .*ct.nii.gz.*outside the volume.*0 <= y <= 36"),
+    ],
+)
+def test_bad_volume_prompts_name_the_file_and_write_nothing(model_dir, tmp_path, capsys, args, message):
+    nib = pytest.importorskip("nibabel")
+    nib.save(nib.Nifti1Image(np.zeros((40, 36, 4), np.float32), np.eye(4)), str(tmp_path / "ct.nii.gz"))
+    code, _, err = run(
+        capsys,
+        "predict",
+        "--model",
+        tmp_path / "no-model",
+        "--image",
+        tmp_path / "ct.nii.gz",
+        *args,
+        "--out",
+        tmp_path / "seg.nii.gz",
+        "--overlay",
+        tmp_path / "o.png",
+    )
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert pytest.importorskip("re").search(message, err), err  # checked before the (missing) model is loaded
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nii.gz"]
 
 
 @pytest.mark.parametrize(
@@ -344,3 +434,26 @@ def test_predict_on_a_real_ultrasound_image(model_dir, tmp_path, capsys):
     predictor.set_image(images[0])
     expected = predictor.predict(point_coords=[[width // 2, height // 2]])[0][0]
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "m.png")) > 0, expected)
+
+
+def test_debug_keeps_the_cause_of_a_user_error(model_dir, tmp_path, capsys):
+    """Without --debug one line; with --debug the UserError is raised with the reader's error as its cause."""
+    from peft_medsa.inference.commands import UserError
+
+    args = [
+        "predict",
+        "--model",
+        model_dir,
+        "--image",
+        tmp_path / "none.png",
+        "--point",
+        "1,x",
+        "--out",
+        tmp_path / "m.png",
+    ]
+    (tmp_path / "none.png").write_bytes(b"")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "none.png")
+    assert main([*map(str, args), "--quiet"]) == 2
+    with pytest.raises(UserError, match="--point '1,x'") as caught:
+        main([*map(str, args), "--quiet", "--debug"])
+    assert isinstance(caught.value.__cause__, ValueError)

@@ -190,7 +190,8 @@ def manual_forward(model, image: np.ndarray, prompt: Prompt) -> np.ndarray:
             multimask_output=False,
         )
     logits = F.interpolate(out.pred_masks[0], size=(64, 64), mode="bilinear", align_corners=False)[:, :, :46, :]
-    return (F.interpolate(logits, size=(40, 56), mode="bilinear", align_corners=False)[0, 0] > 0).numpy()
+    logits = F.interpolate(logits, size=(40, 56), mode="bilinear", align_corners=False, antialias=True)
+    return (logits[0, 0] > 0).numpy()
 
 
 class TestSamPredictFn:
@@ -218,8 +219,34 @@ class TestSamPredictFn:
         np.testing.assert_array_equal(
             sam_predict_fn(model)(grey, prompt), sam_predict_fn(model)(np.repeat(grey[..., None], 3, -1), prompt)
         )
-        zeros = sam_predict_fn(model, processor_like_preprocess=lambda img: torch.zeros(1, 3, 64, 64))(image, prompt)
-        black = sam_predict_fn(model, normalize=None)(np.zeros((40, 56, 3), dtype=np.float32), prompt)
-        np.testing.assert_array_equal(zeros, black)
-        with pytest.raises(ValueError, match="normalize"):
-            sam_predict_fn(model, normalize="zscore")(image, prompt)
+        black = sam_predict_fn(model, normalization="none")(np.zeros((40, 56, 3), dtype=np.float32), prompt)
+        minmax_black = sam_predict_fn(model, normalization="minmax")(np.zeros((40, 56, 3), dtype=np.uint8), prompt)
+        np.testing.assert_array_equal(black, minmax_black)  # all-zero pixels either way
+        with pytest.raises(ValueError, match="normalization='zscore'"):
+            sam_predict_fn(model, normalization="zscore")
+
+
+def test_channels_first_volume_gives_each_slice_with_its_channels():
+    """The BraTS volume view is (C, D, H, W): slice z is image[:, z] as (H, W, C), not image[z] (a channel)."""
+    label = np.zeros((5, 24, 28), dtype=np.int64)
+    label[1:4, 4:16, 6:18] = 1
+    image = np.stack([label * 100.0, label * 50.0])  # (C=2, D=5, H=24, W=28)
+    seen = []
+
+    def predict(slice_image, prompt):
+        seen.append((slice_image.shape, float(slice_image[..., 0].max()), float(slice_image[..., 1].max())))
+        return slice_image[..., 0] > 0
+
+    result = evaluate_model(
+        predict, [{"image": image, "label": label, "case_id": "brats"}], "bbox", repeats=1, show_progress=False
+    )
+    assert seen == [((24, 28, 2), 100.0, 50.0)] * 3
+    assert result.records[0]["dice"] == 1.0
+    with pytest.raises(ValueError, match=r"case 'odd': image of shape \(3, 4, 24, 28\) does not match"):
+        evaluate_model(
+            predict,
+            [{"image": np.zeros((3, 4, 24, 28)), "label": label, "case_id": "odd"}],
+            "bbox",
+            repeats=1,
+            show_progress=False,
+        )

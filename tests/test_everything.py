@@ -8,6 +8,7 @@ predicted IoU; the shape with unstable logits), a click on the background return
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from peft_medsa.inference.everything import (
@@ -133,3 +134,26 @@ def test_predictor_decode_fn_equals_single_predict():
         scale = float(np.abs(single).max())
         np.testing.assert_allclose(logits[i].numpy(), single, rtol=1e-4, atol=1e-4 * scale)
         np.testing.assert_allclose(iou[i].numpy(), scores, rtol=1e-4, atol=1e-6)
+
+
+def test_volume_everything_counts_false_positives_on_slices_without_the_class():
+    """The automatic mode finds the same square on all 6 slices; the class is only on slices 2-3, so the 4 other
+    slices are false positives and 3D Dice is 2 * 2 / (6 + 2) = 0.5 (slices have equal areas)."""
+    square = np.zeros((H, W), dtype=bool)
+    square[10:20, 12:24] = True
+    label = np.zeros((6, H, W), dtype=np.int64)
+    label[2:4][:, square] = 1
+    calls = []
+
+    def everything(image):
+        calls.append(image.shape)
+        return [Instance(square, np.array([12, 10, 23, 19]), int(square.sum()), 1.0, 1.0, np.array([15, 15]))]
+
+    samples = [{"image": np.zeros((6, H, W), np.uint8), "label": label, "case_id": "vol", "spacing": (2.0, 1.0, 1.0)}]
+    (record,) = evaluate_everything(everything, samples, show_progress=False).records
+    assert len(calls) == 6  # every slice segmented, not only the two holding the class
+    assert record["dice"] == pytest.approx(0.5)
+    far = Instance(np.roll(square, 30, axis=1), np.zeros(4), int(square.sum()), 1.0, 1.0, np.zeros(2))
+    assert not best_instance([far], square, require_overlap=True).any()  # no overlap: the oracle picks nothing
+    with pytest.raises(ValueError, match="non-empty target"):
+        best_instance([far], np.zeros((H, W), bool))

@@ -16,8 +16,9 @@ from peft.utils import PeftType
 from safetensors.torch import load_file
 
 from peft_medsa import MedSAConfig, SDTransConfig
-from peft_medsa.inference.volume import chunk_starts, segment_volume
+from peft_medsa.inference.volume import VolumePredictor, chunk_starts, segment_volume
 from peft_medsa.prompt_checks import check_model_call
+from peft_medsa.prompts import Prompt
 from peft_medsa.tuners.sd_trans import SpaceDepthAttention, VolumeLayout
 
 from conftest import tiny_lite_medsam_config, tiny_sam
@@ -293,49 +294,55 @@ def test_chunk_starts_cover_volume():
 
 def test_chunked_volume_equals_unchunked_where_chunks_overlap():
     volume = np.random.default_rng(0).normal(size=(7, 48, 40)).astype(np.float32)
-    boxes = np.tile([[5.0, 6.0, 30.0, 40.0]], (7, 1))
-    boxes[0] = np.nan  # object absent from slice 0
+    prompts = {z: Prompt(box=[5.0, 6.0, 30.0, 40.0]) for z in range(1, 7)}  # object absent from slice 0
     # depth adapters at zero: slices do not interact, so chunking must not change anything
     model = sd_model(random_adapters=False)
-    full_labels, full = segment_volume(model, volume, boxes=boxes, chunk_size=7, return_logits=True)
-    labels, chunked = segment_volume(model, volume, boxes=boxes, chunk_size=4, overlap=2, return_logits=True)
-    torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-5)
-    assert full_labels.shape == volume.shape and (full_labels[0] == 0).all() and full_labels[1:].any()
-    # trained depth adapters: each slice's logits are the average over the chunks covering it
-    model = sd_model()
-    _, chunked = segment_volume(model, volume, boxes=boxes, chunk_size=4, overlap=2, return_logits=True)
-    chunks = [(volume[s : s + 4], boxes[s : s + 4]) for s in chunk_starts(7, 4, 2)]  # starts 0, 2, 3
-    per_chunk = [segment_volume(model, v, boxes=b, chunk_size=4, overlap=0, return_logits=True)[1] for v, b in chunks]
-    torch.testing.assert_close(chunked[4], (per_chunk[1][2] + per_chunk[2][1]) / 2)
-    torch.testing.assert_close(chunked[3], (per_chunk[0][3] + per_chunk[1][1] + per_chunk[2][0]) / 3)
-    torch.testing.assert_close(chunked[2], (per_chunk[0][2] + per_chunk[1][0]) / 2)
-    torch.testing.assert_close(chunked[6], per_chunk[2][3])
+    full = VolumePredictor(model, chunk_size=7, overlap=0)
+    full.set_volume(volume)
+    chunked = VolumePredictor(model, chunk_size=4, overlap=2)
+    chunked.set_volume(volume)
+    full_logits, chunked_logits = full.predict_logits(prompts), chunked.predict_logits(prompts)
+    for z in prompts:
+        np.testing.assert_allclose(chunked_logits[z], full_logits[z], rtol=1e-4, atol=1e-4)
+    labels = segment_volume(model, volume, prompts, chunk_size=4, overlap=2)
+    assert labels.shape == volume.shape and (labels[0] == 0).all() and labels[1:].any()
+    # trained depth adapters: each slice's embedding is the average over the chunks covering it
+    predictor = VolumePredictor(sd_model(), chunk_size=4, overlap=2)
+    predictor.set_volume(volume)
+    embeddings = predictor.embeddings
+    assert embeddings.starts == chunk_starts(7, 4, 2) == [0, 2, 3]
+    with torch.no_grad():
+        per_chunk = [embeddings.encode(s, s + 4) for s in embeddings.starts]
+    torch.testing.assert_close(embeddings(4)[0], (per_chunk[1][2] + per_chunk[2][1]) / 2)
+    torch.testing.assert_close(embeddings(3)[0], (per_chunk[0][3] + per_chunk[1][1] + per_chunk[2][0]) / 3)
+    torch.testing.assert_close(embeddings(6)[0], per_chunk[2][3])
+    assert not torch.allclose(per_chunk[0][3], per_chunk[2][0], atol=1e-5)  # the context changes slice 3
 
 
-def test_nifti_volume_keeps_shape_and_affine():
+def test_nifti_volume_keeps_shape_and_affine(tmp_path):
     nib = pytest.importorskip("nibabel")
     data = np.random.default_rng(1).normal(size=(40, 48, 5)).astype(np.float32)  # (w, h, d)
     affine = np.diag([0.8, 0.8, 2.5, 1.0])
     affine[:3, 3] = (-10.0, 5.0, 30.0)
-    image = nib.Nifti1Image(data, affine)
-    labels = segment_volume(sd_model(), image, boxes=[[4.0, 5.0, 30.0, 40.0]] * 5, chunk_size=3, overlap=1)
-    assert labels.shape == data.shape and np.array_equal(labels.affine, affine)
-    as_array = segment_volume(sd_model(), data.T, boxes=[[4.0, 5.0, 30.0, 40.0]] * 5, chunk_size=3, overlap=1)
-    assert np.array_equal(np.asarray(labels.dataobj), as_array.T)
+    nib.save(nib.Nifti1Image(data, affine), str(tmp_path / "mr.nii.gz"))
+    predictor = VolumePredictor(sd_model(), chunk_size=3, overlap=1)
+    predictor.set_volume(tmp_path / "mr.nii.gz")
+    assert predictor.shape == (5, 48, 40)
+    labels = predictor.predict({z: Prompt(box=[4.0, 5.0, 30.0, 40.0]) for z in range(5)}).astype(np.uint8)
+    written = nib.load(str(predictor.save(tmp_path / "labels.nii.gz", labels)))
+    assert written.shape == data.shape and np.array_equal(written.affine, affine)
+    np.testing.assert_array_equal(np.asarray(written.dataobj), labels.T)
 
 
 @pytest.mark.parametrize(
     "volume, kwargs, match",
     [
-        (np.zeros((1, 32, 32)), {}, r"single slice"),
-        (np.zeros((3000, 4, 4)), {}, r"3000 slices, more than max_depth=2048"),
-        (np.where(np.eye(32)[None] > 0, np.nan, 0.0).repeat(3, 0), {}, r"96 non-finite voxel"),
-        (np.zeros((32, 32)), {}, r"volume has shape \(32, 32\)"),
-        (np.zeros((3, 32, 32)), dict(boxes=np.zeros((2, 4))), r"boxes has shape \(2, 4\)"),
+        (np.where(np.eye(32)[None] > 0, np.nan, 0.0).repeat(3, 0), {}, r"non-finite"),
+        (np.zeros((32, 32)), {}, r"volume of shape \(32, 32\); expected \(D, H, W\)"),
         (np.zeros((3, 32, 32)), dict(chunk_size=2, overlap=2), r"overlap must be an integer in \[0, chunk_size=2\)"),
+        (np.zeros((3, 32, 32)), dict(chunk_size=0), r"chunk_size must be a positive integer"),
     ],
 )
 def test_bad_volumes(volume, kwargs, match):
-    kwargs = dict(boxes=np.zeros((volume.shape[0] if volume.ndim == 3 else 1, 4))) | kwargs
     with pytest.raises(ValueError, match=match):
-        segment_volume(sd_model(random_adapters=False), volume, **kwargs)
+        segment_volume(sd_model(random_adapters=False), volume, {0: Prompt(box=[1, 1, 5, 5])}, **kwargs)

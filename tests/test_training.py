@@ -15,7 +15,8 @@ from peft import PeftModel
 
 import peft_medsa.training.checkpoints as checkpoints_module
 import peft_medsa.training.loop as loop_module
-from peft_medsa.evaluation import IMAGENET_MEAN, IMAGENET_STD, _preprocess
+from peft_medsa.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from peft_medsa.inference.predictor import preprocess_image
 from peft_medsa.training import (
     CheckpointMismatchError,
     MedSATrainer,
@@ -66,7 +67,7 @@ def test_dice_bce_matches_reference():
 def test_prepare_sample_matches_evaluation_geometry(shape):
     sample = toy_samples(1, shape=shape)[0]
     pixels, mask, (h, w) = prepare_sample(sample, 64, "imagenet")
-    reference = _preprocess(sample["image"], 64, "imagenet", IMAGENET_MEAN, IMAGENET_STD)[0]
+    reference = preprocess_image(sample["image"], 64, "imagenet", IMAGENET_MEAN, IMAGENET_STD)[0][0]  # the predictor
     torch.testing.assert_close(pixels, reference, rtol=0, atol=1e-5)
     assert (h, w) == (64, round(64 * shape[1] / shape[0]))
     assert mask.shape == (64, 64) and not mask[:, w:].any()

@@ -1,22 +1,11 @@
-"""Volumes: NIfTI and DICOM geometry kept on the way out, bad volumes refused, prompts carried across slices."""
+"""Volumes on disk: NIfTI and DICOM geometry kept on the way out, bad volumes refused with the file named."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import ndimage
 
-from peft_medsa.inference.predictor import MedSAPredictor
-from peft_medsa.inference.volume_io import (
-    box3d_prompts,
-    load_volume,
-    save_label_volume,
-    segment_volume_2d,
-    volume_to_uint8,
-)
-from peft_medsa.prompts import Prompt
-
-from conftest import tiny_sam
+from peft_medsa.inference.volume_io import load_volume, save_label_volume, volume_to_uint8
 
 nib = pytest.importorskip("nibabel")
 pydicom = pytest.importorskip("pydicom")
@@ -71,7 +60,7 @@ def test_4d_nifti_and_other_files_refused(tmp_path):
         load_volume(tmp_path / "missing.nii")
 
 
-def dicom_series(folder, z_positions=(-75.7, -73.2, -70.7), series_uids=None):
+def dicom_series(folder, z_positions=(-75.7, -73.2, -70.7), series_uids=None, orientations=None):
     from pydicom.data import get_testdata_file
     from pydicom.uid import generate_uid
 
@@ -84,6 +73,8 @@ def dicom_series(folder, z_positions=(-75.7, -73.2, -70.7), series_uids=None):
         ds.InstanceNumber = i + 1
         if series_uids is not None:
             ds.SeriesInstanceUID = series_uids[i]
+        if orientations is not None:
+            ds.ImageOrientationPatient = orientations[i]
         ds.save_as(folder / f"slice_{2 - i}.dcm")  # names in reverse order: sorting must use positions
 
 
@@ -125,93 +116,16 @@ def test_label_shape_and_suffix_checked_and_nothing_written(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nii.gz"]
 
 
-class ThresholdPredictor:
-    """Stub 2D predictor: the bright (> 127) connected region under the click, or inside the box."""
-
-    def set_image(self, image):
-        self.image = np.asarray(image)
-        self.calls = getattr(self, "calls", 0) + 1
-
-    def predict(self, point_coords=None, point_labels=None, box=None):
-        bright = self.image > 127
-        regions, _ = ndimage.label(bright)
-        mask = np.zeros_like(bright)
-        if point_coords is not None:
-            x, y = np.asarray(point_coords)[0].astype(int)
-            mask = (regions == regions[y, x]) & bright
-        if box is not None:
-            x0, y0, x1, y1 = np.asarray(box).astype(int)
-            inside = np.zeros_like(bright)
-            inside[y0 : y1 + 1, x0 : x1 + 1] = True
-            mask = (mask | (bright & inside)) if point_coords is not None else bright & inside
-        return mask[None], np.ones(1), None
+def test_dicom_mixed_orientations_and_missing_slices_refused(tmp_path):
+    axial, tilted = [1, 0, 0, 0, 1, 0], [1, 0, 0, 0, 0.9848, -0.1736]
+    dicom_series(tmp_path / "tilted", orientations=[tilted, axial, axial])
+    with pytest.raises(ValueError, match=r"tilted/slice_2.dcm: ImageOrientationPatient .*expected one orientation"):
+        load_volume(tmp_path / "tilted")
+    dicom_series(tmp_path / "gap", z_positions=(-75.7, -73.2, -70.7, -63.2))  # -68.2 and -65.7 are missing
+    with pytest.raises(ValueError, match=r"gap: 7.50 mm between slices .*slices are missing"):
+        load_volume(tmp_path / "gap")
 
 
-def ball_volume(depth=15, size=40, radius=6, centre=(7, 20, 22)):
-    zz, yy, xx = np.mgrid[:depth, :size, :size]
-    ball = (zz - centre[0]) ** 2 + (yy - centre[1]) ** 2 + (xx - centre[2]) ** 2 <= radius**2
-    return ball, np.where(ball, 200, 30).astype(np.uint8)
-
-
-def test_click_on_one_slice_propagates_until_the_mask_vanishes():
-    ball, volume = ball_volume()
-    predictor = ThresholdPredictor()
-    result = segment_volume_2d(predictor, volume, {7: Prompt([[22, 20]], [1])}, propagate=True)
-    np.testing.assert_array_equal(result, ball)
-    assert predictor.calls == ball.any((1, 2)).sum() + 2  # each ball slice plus the two empty ones that stop it
-    without = segment_volume_2d(ThresholdPredictor(), volume, {7: Prompt([[22, 20]], [1])})
-    np.testing.assert_array_equal(without[7], ball[7])
-    assert without.sum() == ball[7].sum()
-
-
-def test_box3d_prompts_cover_slices_and_check_bounds():
-    ball, volume = ball_volume()
-    prompts = box3d_prompts([14, 12, 3, 30, 28, 11], volume.shape)
-    assert sorted(prompts) == list(range(3, 12))
-    np.testing.assert_array_equal(prompts[5].box, [14, 12, 30, 28])
-    expected = ball.copy()
-    expected[:3] = expected[12:] = False  # the ball spans slices 1-13; the box only 3-11
-    np.testing.assert_array_equal(segment_volume_2d(ThresholdPredictor(), volume, prompts), expected)
-    with pytest.raises(ValueError, match="max below its min"):
-        box3d_prompts([14, 12, 3, 10, 28, 11], volume.shape)
-    with pytest.raises(ValueError, match=r"outside the volume.*0 <= z <= 14"):
-        box3d_prompts([14, 12, 3, 30, 28, 15], volume.shape)
-
-
-def test_volume_with_tiny_sam_equals_slice_predictions():
-    _, volume = ball_volume(depth=4, size=48, centre=(1, 20, 22))
-    predictor = MedSAPredictor(tiny_sam())
-    prompts = {1: Prompt([[22, 20]], [1]), 2: Prompt(box=[10, 10, 30, 30])}
-    result = segment_volume_2d(predictor, volume_to_uint8(volume), prompts)
-    for z, prompt in prompts.items():
-        predictor.set_image(volume_to_uint8(volume)[z])
-        expected = predictor.predict(
-            point_coords=prompt.points if prompt.num_points else None,
-            point_labels=prompt.labels if prompt.num_points else None,
-            box=prompt.box,
-        )[0][0]
-        np.testing.assert_array_equal(result[z], expected)
-    assert not result[[0, 3]].any()
+def test_volume_to_uint8_windows_ct():
     ct = np.array([[[-1000.0, 40.0, 240.0, 1000.0]]])
     np.testing.assert_array_equal(volume_to_uint8(ct, window=(40, 400)), [[[0, 128, 255, 255]]])
-
-
-def test_sd_trans_model_segments_all_boxed_slices_together():
-    from peft import get_peft_model
-
-    from peft_medsa import SDTransConfig
-    from peft_medsa.inference.volume import segment_volume, uses_num_slices
-    from peft_medsa.inference.volume_io import boxes_from_masks, segment_volume_sd_trans
-
-    model = get_peft_model(tiny_sam(), SDTransConfig(r=4)).eval()
-    assert uses_num_slices(model)
-    _, volume = ball_volume(depth=4, size=48, centre=(1, 20, 22))
-    prompts = box3d_prompts([10, 10, 1, 30, 30, 2], volume.shape)
-    result = segment_volume_sd_trans(model, volume, prompts)
-    boxes = np.full((4, 4), np.nan)
-    boxes[1:3] = [10, 10, 30, 30]
-    np.testing.assert_array_equal(result, np.asarray(segment_volume(model, volume, boxes=boxes)) > 0)
-    assert not result[[0, 3]].any()
-    ball, _ = ball_volume()
-    assert sorted(boxes_from_masks(ball)) == list(range(1, 14))
-    np.testing.assert_array_equal(boxes_from_masks(ball)[7].box, [16, 14, 28, 26])

@@ -8,12 +8,13 @@ repeat, then the mean and the (population, ``ddof=0``) standard deviation of tho
 
 - 2D samples: ``image`` ``(H, W, 3)`` (or ``(H, W)``), ``mask`` ``(H, W)`` binary or a label map, ``case_id``,
   optional ``spacing`` ``(sy, sx)`` (HD95 in pixels when absent).
-- 3D samples: ``image`` ``(D, H, W)``, ``label`` (or ``mask``) ``(D, H, W)`` int, ``spacing`` ``(sz, sy, sx)``
-  mm. Each axial slice containing the class gets its own prompt and 2D prediction; slices without the class are
+- 3D samples: ``image`` ``(D, H, W)``, ``(D, H, W, C)`` or channels first ``(C, D, H, W)`` (the BraTS volume view),
+  ``label`` (or ``mask``) ``(D, H, W)`` int, ``spacing`` ``(sz, sy, sx)`` mm. Each axial slice containing the
+  class gets its own prompt and 2D prediction; slices without the class are
   predicted empty (no prompt can be placed there); Dice / IoU / HD95 are computed on the whole 3D volume in mm.
 - Classes absent from a case's ground truth are not evaluated for that case (no row).
-- Prompts are computed on the mask as given (original image space); :func:`sam_predict_fn` maps them into the
-  model input space.
+- Prompts are computed on the mask as given (original image space); :func:`sam_predict_fn` (a thin caller of
+  :class:`~peft_medsa.inference.predictor.MedSAPredictor`) maps them into the model input space.
 """
 
 from __future__ import annotations
@@ -27,11 +28,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data.labels import LabelSpec, spec_for_label_names
-from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, compute_resize, model_pixels
+from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .metrics import METRIC_NAMES, compute_dice, compute_hd95, compute_iou
 from .metrics.mask_checks import check_mask_values
 from .prompts import Prompt, make_prompt, slice_prompts
@@ -43,6 +43,7 @@ __all__ = [
     "PredictFn",
     "evaluate_model",
     "sam_predict_fn",
+    "volume_slice",
 ]
 
 PredictFn = Callable[[np.ndarray, Prompt], np.ndarray]
@@ -187,8 +188,27 @@ def _predict_case(
     prompts = slice_prompts(target, setting, rng, case_id=case_id)
     pred = np.zeros(target.shape, dtype=bool)
     for z in prompts.slice_indices:
-        pred[z] = _check_prediction(predict_fn(image[z], prompts.prompts[z]), target.shape[1:], case_id)
+        image_z = volume_slice(image, int(z), target.shape, case_id)
+        pred[z] = _check_prediction(predict_fn(image_z, prompts.prompts[z]), target.shape[1:], case_id)
     return pred
+
+
+def volume_slice(image: np.ndarray, z: int, shape: tuple[int, int, int], case_id: str = "?") -> np.ndarray:
+    """Slice ``z`` of a volume image as a 2D image: ``(D, H, W)`` -> ``(H, W)``; ``(D, H, W, C)`` -> ``(H, W, C)``;
+    channels first ``(C, D, H, W)`` (the BraTS volume view) -> ``(H, W, C)``. ``shape`` is the mask's ``(D, H, W)``.
+
+    Raises:
+        ValueError: an image of another layout (naming the case and both shapes).
+    """
+    depth, height, width = shape
+    if image.shape == shape or (image.ndim == 4 and image.shape[:3] == shape):
+        return image[z]
+    if image.ndim == 4 and image.shape[1:] == shape:
+        return np.moveaxis(image[:, z], 0, -1)
+    raise ValueError(
+        f"case {case_id!r}: image of shape {image.shape} does not match its mask {shape}; expected (D, H, W), "
+        "(D, H, W, C) or (C, D, H, W)"
+    )
 
 
 def evaluate_model(
@@ -261,81 +281,32 @@ def evaluate_model(
     return result
 
 
-def _input_size(model: torch.nn.Module) -> int:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    config = base.config
-    vision = getattr(config, "vision_config", None)
-    size = getattr(vision, "image_size", None) or config.prompt_encoder_config.image_size
-    if isinstance(size, (list, tuple)):
-        if len(set(size)) != 1:
-            raise ValueError(f"sam_predict_fn needs a square model input, got image_size={size}")
-        size = size[0]
-    return int(size)
-
-
-def _preprocess(
-    image: np.ndarray, size: int, normalize: str | None, mean: Sequence[float], std: Sequence[float]
-) -> torch.Tensor:
-    """``(H, W[, C])`` image -> ``(1, 3, size, size)`` float32 (:func:`peft_medsa.data.transforms.model_pixels`)."""
-    if normalize not in ("imagenet", "minmax", None):
-        raise ValueError(f"normalize must be 'imagenet', 'minmax' or None, got {normalize!r}")
-    return model_pixels(image, size, normalize or "none", mean, std)[0]
-
-
 def sam_predict_fn(
     model: torch.nn.Module,
-    processor_like_preprocess: Callable[[np.ndarray], torch.Tensor] | None = None,
-    device: torch.device | str = "cpu",
-    normalize: str | None = "imagenet",
+    device: torch.device | str | None = None,
+    normalization: str = "auto",
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> PredictFn:
     """Turns a ``SamModel`` (or a ``PeftModel`` wrapping one) into a :data:`PredictFn` for :func:`evaluate_model`.
 
-    Per call, with ``S = model.config.vision_config.image_size`` (else ``prompt_encoder_config.image_size``):
-
-    1. Image ``(H, W[, C])`` -> long side resized to ``S`` (bilinear, antialiased), normalised, zero-padded at the
-       bottom/right to ``(1, 3, S, S)``. Grey images are repeated to 3 channels.
-    2. The prompt is scaled by ``(new_w / W, new_h / H)`` into that input space.
-    3. ``model(pixel_values, input_points, input_labels, input_boxes, multimask_output=False)``; ``pred_masks``
-       ``(1, 1, 1, h, w)`` logits are upsampled to ``(S, S)``, the padding is cropped, the rest is resized to
-       ``(H, W)`` (bilinear) and thresholded at 0.
-
-    The model must already be on ``device`` and in eval mode; inference runs under ``torch.no_grad()``.
+    A thin caller of the inference layer: a :class:`~peft_medsa.inference.predictor.MedSAPredictor` (long side
+    resized to the model input size, normalised, padded; prompts mapped in; logits mapped back to the original size
+    and thresholded at 0) wrapped by :func:`~peft_medsa.inference.predictor.cached_predict_fn`, so each image is
+    embedded once however many prompts (settings, repeats, classes) it gets.
 
     Args:
-        model: The SAM model.
-        processor_like_preprocess: Optional replacement for step 1: ``image -> pixel_values (1, 3, S, S)`` with the
-            same geometry (long side to ``S``, padding at the bottom/right), e.g. a wrapped ``SamProcessor``.
-        device: Device of the model inputs.
-        normalize: ``"imagenet"``: ``(x - mean) / std`` on [0, 1] pixels (integer images are divided by 255, float
-            images are taken to be in [0, 1]); ``"minmax"``: ``(x - min) / (max - min)`` per image, as MedSAM;
-            ``None``: pixels unchanged.
+        model: The SAM model (put in eval mode).
+        device: Device to run on (default: the model's).
+        normalization: ``"auto"`` (by model type), ``"imagenet"``, ``"minmax"`` or ``"none"``
+            (:data:`peft_medsa.model_input.NORMALIZATIONS`).
         mean: Channel means for ``"imagenet"``.
         std: Channel standard deviations for ``"imagenet"``.
 
     Returns:
         ``predict_fn(image, prompt) -> (H, W) bool``.
     """
-    size = _input_size(model)
-    dtype = next(model.parameters()).dtype
+    from .inference.predictor import MedSAPredictor, cached_predict_fn
 
-    @torch.no_grad()
-    def predict(image: np.ndarray, prompt: Prompt) -> np.ndarray:
-        height, width = np.asarray(image).shape[:2]
-        new_h, new_w = compute_resize((height, width), size).resized_size
-        if processor_like_preprocess is not None:
-            pixel_values = torch.as_tensor(processor_like_preprocess(image))
-            pixel_values = pixel_values[None] if pixel_values.ndim == 3 else pixel_values
-        else:
-            pixel_values = _preprocess(image, size, normalize, mean, std)
-        prompt_inputs = prompt.scale(new_w / width, new_h / height).to_sam_inputs(device)
-        outputs = model(
-            pixel_values=pixel_values.to(device=device, dtype=dtype), **prompt_inputs, multimask_output=False
-        )
-        logits = outputs.pred_masks[:, 0, :1].float()
-        logits = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
-        logits = F.interpolate(logits[..., :new_h, :new_w], size=(height, width), mode="bilinear", align_corners=False)
-        return (logits[0, 0] > 0).cpu().numpy()
-
-    return predict
+    predictor = MedSAPredictor(model, normalization=normalization, device=device, mean=mean, std=std)
+    return cached_predict_fn(predictor)

@@ -166,8 +166,11 @@ def check_model_call(model: Any, *args: Any, **kwargs: Any) -> None:
 
 
 def model_input_size(model: Any) -> int | None:
-    """The model input side in pixels of a SAM-like model (``config.prompt_encoder_config.image_size``), or None."""
-    model = model.get_base_model() if hasattr(model, "get_base_model") else model
-    prompt_config = getattr(getattr(model, "config", None), "prompt_encoder_config", None)
-    size = getattr(prompt_config, "image_size", None)
-    return int(size) if size is not None else None
+    """The model input side in pixels (:func:`peft_medsa.model_input.model_input_size`), or None when the model has
+    no SAM-like config (prompts are then checked without bounds)."""
+    from .model_input import model_input_size as input_size
+
+    try:
+        return input_size(model)
+    except ValueError:
+        return None

@@ -303,7 +303,8 @@ def read_dicom_series(folder: str | Path) -> Volume:
     Raises:
         MissingFileError: the folder does not exist or holds no file.
         UnreadableFileError: a file is not DICOM or its pixels cannot be decoded.
-        DataLayoutError: the files mix series or slice sizes, lack geometry, or two slices share a position.
+        DataLayoutError: the files mix series, orientations or slice sizes, lack geometry, two slices share a
+            position, or slices are missing (a gap over 1.5x the median slice distance).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -326,6 +327,12 @@ def read_dicom_series(folder: str | Path) -> Volume:
                 f"{file}: slice of {ds.Rows}x{ds.Columns} pixels; expected {first.Rows}x{first.Columns} as in "
                 f"{first_file.name}"
             )
+        other = np.asarray(_dicom_attr(ds, "ImageOrientationPatient", file), dtype=np.float64)
+        if other.shape != orientation.shape or not np.allclose(other, orientation, atol=1e-3):
+            raise DataLayoutError(
+                f"{file}: ImageOrientationPatient {other.tolist()} differs from {orientation.tolist()} of "
+                f"{first_file.name}; expected one orientation for the whole series"
+            )
         positions.append(np.asarray(_dicom_attr(ds, "ImagePositionPatient", file), dtype=np.float64))
     order = np.argsort([float(p @ normal) for p in positions], kind="stable")
     offsets = np.asarray([float(positions[i] @ normal) for i in order])
@@ -335,6 +342,13 @@ def read_dicom_series(folder: str | Path) -> Volume:
         raise DataLayoutError(
             f"{folder}: slices {slices[order[i]][0].name} and {slices[order[i + 1]][0].name} share one position; "
             "expected one slice per position"
+        )
+    if len(gaps) > 1 and np.max(gaps) > 1.5 * float(np.median(gaps)):
+        i = int(np.argmax(gaps))
+        raise DataLayoutError(
+            f"{folder}: {gaps[i]:.2f} mm between slices {slices[order[i]][0].name} and "
+            f"{slices[order[i + 1]][0].name}, {gaps[i] / np.median(gaps):.1f}x the usual {np.median(gaps):.2f} mm: "
+            "slices are missing; expected a complete series"
         )
     if len(gaps) and np.ptp(gaps) > 0.01 * max(float(np.median(gaps)), 1e-6) + 1e-3:
         warnings.warn(f"{folder}: uneven slice gaps ({gaps.min():.3f}-{gaps.max():.3f} mm)", stacklevel=2)

@@ -1,17 +1,19 @@
 """The ``peft-medsa predict`` and ``peft-medsa evaluate`` subcommands (parsed in :mod:`peft_medsa.cli`).
 
 User mistakes raise `UserError` (or ``ValueError`` / ``FileNotFoundError`` from the readers, whose messages name the
-file and what was expected); the CLI prints them on one line and exits with status 2. Outputs are written to a
-temporary file and renamed, so a failed run leaves no half-written file.
+file and what was expected); the CLI prints them on one line and exits with status 2. Inputs and prompts are checked
+before the model loads, and outputs are written atomically (:func:`peft_medsa.atomic.atomic_write`), so a failed run
+writes nothing.
+
+These commands hold no inference logic: they parse arguments and call the layers of :mod:`peft_medsa.inference`
+(:class:`~peft_medsa.inference.predictor.MedSAPredictor` for images, :class:`~peft_medsa.inference.volume_predictor.
+VolumePredictor` for volumes, ``segment_everything``) and :func:`peft_medsa.evaluation.evaluate_model`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import uuid
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +34,8 @@ def parse_numbers(text: str, counts: tuple[int, ...], flag: str, form: str) -> l
     """``"1,2.5,3"`` -> ``[1.0, 2.5, 3.0]``, requiring one of ``counts`` values; errors name ``flag`` and ``form``."""
     try:
         values = [float(v) for v in text.replace(" ", "").split(",")]
-    except ValueError:
-        raise UserError(f"{flag} {text!r}: expected numbers {form}") from None
+    except ValueError as err:
+        raise UserError(f"{flag} {text!r}: expected numbers {form}") from err
     if len(values) not in counts or not np.isfinite(values).all():
         raise UserError(f"{flag} {text!r}: expected {form}")
     return values
@@ -54,7 +56,7 @@ def load_model(spec: str, adapters: list[str] | None = None, device: str = "cpu"
         try:
             model = lite.convert_lite_medsam()
         except (FileNotFoundError, OSError) as err:
-            raise UserError(f"--model lite-medsam: {err}") from None
+            raise UserError(f"--model lite-medsam: {err}") from err
     else:
         try:
             model = AutoModel.from_pretrained(spec)
@@ -63,7 +65,7 @@ def load_model(spec: str, adapters: list[str] | None = None, device: str = "cpu"
                 f"--model {spec}: cannot load ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
                 "expected a local SamModel / LiteMedSAM folder saved with save_pretrained, a reachable Hub id, or "
                 "'lite-medsam'"
-            ) from None
+            ) from err
     if not hasattr(model, "get_image_embeddings") or not hasattr(model, "mask_decoder"):
         raise UserError(f"--model {spec}: a {type(model).__name__} is not SAM-like; expected a SamModel or LiteMedSAM")
     if adapters:
@@ -88,7 +90,7 @@ def _load_adapters(model: Any, adapters: list[str], active: str | None):
             raise UserError(
                 f"--adapter {source}: cannot load ({type(err).__name__}: {message}); expected a Med-SA adapter "
                 "folder (adapter_config.json + weights) saved for this --model"
-            ) from None
+            ) from err
         names.append(name)
     chosen = active or names[0]
     if chosen not in names:
@@ -148,6 +150,8 @@ def run_predict(args: argparse.Namespace) -> str:
         from .volume_io import load_volume
 
         loaded = load_volume(image_path)  # before loading the model: bad files fail fast
+        prompts, propagate = _volume_prompts(args, loaded.array.shape, image_path)
+        window = parse_numbers(args.window, (2,), "--window", "LEVEL,WIDTH (e.g. 40,400)") if args.window else None
     else:
         from .predictor import check_box, check_points, load_image_array
 
@@ -158,16 +162,16 @@ def run_predict(args: argparse.Namespace) -> str:
                 if prompt.num_points:
                     check_points(prompt.points, prompt.labels, image.shape[:2])
             except ValueError as err:
-                raise UserError(f"--point: {err}") from None
+                raise UserError(f"--point: {err}") from err
             try:
                 if prompt.box is not None:
                     check_box(prompt.box, image.shape[:2])
             except ValueError as err:
-                raise UserError(f"--box: {err}") from None
+                raise UserError(f"--box: {err}") from err
     model = load_model(args.model, args.adapter, args.device, args.active_adapter)
-    predictor = MedSAPredictor(model, normalization=args.normalization)
     if volume:
-        return _predict_volume(args, predictor, loaded, out)
+        return _predict_volume(args, model, loaded, prompts, propagate, window, out)
+    predictor = MedSAPredictor(model, normalization=args.normalization)
     predictor.set_image(image)
     if args.everything:
         from .everything import label_map, predictor_decode_fn, segment_everything
@@ -198,58 +202,52 @@ def run_predict(args: argparse.Namespace) -> str:
     return f"wrote {out} ({what})"
 
 
-def _volume_prompts(args: argparse.Namespace, shape: tuple[int, int, int]) -> tuple[dict[int, Prompt], bool]:
-    from .volume_io import box3d_prompts
+def _volume_prompts(args: argparse.Namespace, shape: tuple[int, int, int], source: Path) -> tuple[dict, bool]:
+    """``--box X0,Y0,Z0,X1,Y1,Z1`` (every slice Z0..Z1) or ``--point X,Y,Z[,LABEL]`` clicks (propagated to the other
+    slices) -> ``({z: Prompt}, propagate)``, checked against the volume ``(D, H, W)`` before the model loads."""
+    from .volume_prompts import box3d_prompts, check_volume_prompts, clicks_to_prompts
 
     if args.everything:
         raise UserError("--everything works on 2D images; for a volume give --point X,Y,Z[,LABEL] or a 3D --box")
-    if args.box:
-        box = parse_numbers(args.box, (6,), "--box", "X0,Y0,Z0,X1,Y1,Z1 for a volume (the 2D box on slices Z0..Z1)")
-        if args.point:
-            raise UserError("for a volume give either --point clicks or a 3D --box, not both")
-        return box3d_prompts(box, shape), False
-    clicks: dict[int, list[list[float]]] = {}
-    for text in args.point:
-        x, y, z, *label = parse_numbers(text, (3, 4), "--point", "X,Y,Z or X,Y,Z,LABEL for a volume")
-        if not (0 <= z < shape[0] and float(z).is_integer()):
-            raise UserError(f"--point {text!r}: slice Z={z} outside the volume; expected an integer 0..{shape[0] - 1}")
-        clicks.setdefault(int(z), []).append([x, y, label[0] if label else 1])
-    prompts = {z: Prompt([c[:2] for c in cs], [int(c[2]) for c in cs]) for z, cs in clicks.items()}
-    return prompts, True
+    if args.box and args.point:
+        raise UserError("for a volume give either --point clicks or a 3D --box, not both")
+    try:
+        if args.box:
+            box = parse_numbers(
+                args.box, (6,), "--box", "X0,Y0,Z0,X1,Y1,Z1 for a volume (the 2D box on slices Z0..Z1)"
+            )
+            prompts, propagate = box3d_prompts(box, shape), False
+        else:
+            clicks = [parse_numbers(t, (3, 4), "--point", "X,Y,Z or X,Y,Z,LABEL for a volume") for t in args.point]
+            prompts, propagate = clicks_to_prompts(clicks), True
+        check_volume_prompts(prompts, shape, str(source))
+    except UserError:
+        raise
+    except ValueError as err:
+        flag = "--box" if args.box else "--point"
+        raise UserError(f"{flag}: {source}: {err}" if str(source) not in str(err) else f"{flag}: {err}") from err
+    return prompts, propagate
 
 
-def _predict_volume(args: argparse.Namespace, predictor: Any, loaded: Any, out: Path) -> str:
+def _predict_volume(
+    args: argparse.Namespace, model: Any, loaded: Any, prompts: dict, propagate: bool, window: Any, out: Path
+) -> str:
     from tqdm.auto import tqdm
 
-    from .volume import uses_num_slices
-    from .volume_io import (
-        boxes_from_masks,
-        save_label_volume,
-        segment_volume_2d,
-        segment_volume_sd_trans,
-        volume_to_uint8,
-    )
+    from .volume_predictor import VolumePredictor
 
-    prompts, propagate = _volume_prompts(args, loaded.array.shape)
-    window = parse_numbers(args.window, (2,), "--window", "LEVEL,WIDTH (e.g. 40,400)") if args.window else None
-    slices = volume_to_uint8(loaded.array, window)
+    predictor = VolumePredictor(model, normalization=args.normalization)
+    predictor.set_volume(loaded, window=window)
     with tqdm(total=None if propagate else len(prompts), desc="slices", unit="slice", disable=args.quiet) as bar:
-        try:
-            mask = segment_volume_2d(predictor, slices, prompts, propagate=propagate, progress=bar.update)
-        except ValueError as err:
-            raise UserError(f"--point / --box: {err}") from None
-        if uses_num_slices(predictor.model) and mask.any():  # SD-Trans: all slices together, boxes from 2D pass
-            mask = segment_volume_sd_trans(
-                predictor.model, slices, prompts if not propagate else boxes_from_masks(mask)
-            )
-    save_label_volume(out, mask.astype(np.uint8) * args.label, loaded)
+        mask = predictor.predict(prompts, propagate=propagate, progress=bar.update)
+    predictor.save(out, mask.astype(np.uint8) * args.label)
     if args.overlay:
         from .overlay import draw_overlay, save_png
 
         z = int(np.argmax(mask.reshape(len(mask), -1).sum(1)))
         prompt = prompts.get(z, Prompt())
         overlay = draw_overlay(
-            slices[z], mask[z], prompt.points if prompt.num_points else None, prompt.labels, prompt.box
+            predictor.slices[z], mask[z], prompt.points if prompt.num_points else None, prompt.labels, prompt.box
         )
         save_png(overlay, args.overlay)
     return f"wrote {out} ({int(mask.sum())} voxels on {int(mask.any((1, 2)).sum())} slices)"
@@ -279,46 +277,23 @@ def _load_samples(args: argparse.Namespace):
             args.dataset, args.data_dir, split=None, cache_dir=args.cache_dir, **_builder_options(args.option)
         )
     except KeyError as err:
-        raise UserError(f"--dataset {args.dataset}: {err.args[0]}") from None
+        raise UserError(f"--dataset {args.dataset}: {err.args[0]}") from err
     except TypeError as err:
-        raise UserError(f"--option: {err}") from None
+        raise UserError(f"--option: {err}") from err
     if args.split not in dataset:
         raise UserError(f"--split {args.split}: {args.dataset} at {args.data_dir} has splits {sorted(dataset)}")
     return dataset[args.split]
 
 
-def _cached_predict_fn(predictor: Any):
-    """``predict_fn(image, prompt) -> (H, W) bool`` embedding each distinct image once (classes and repeats reuse)."""
-    state: dict[str, Any] = {"key": None}
+def _write_csv(result: Any, path: Path, summary: bool) -> None:
+    from ..atomic import atomic_write
 
-    def predict(image: np.ndarray, prompt: Prompt) -> np.ndarray:
-        image = np.ascontiguousarray(image)
-        key = (image.shape, str(image.dtype), zlib.crc32(image.tobytes()))
-        if key != state["key"]:
-            predictor.set_image(image)
-            state["key"] = key
-        masks = predictor.predict(
-            point_coords=prompt.points if prompt.num_points else None,
-            point_labels=prompt.labels if prompt.num_points else None,
-            box=prompt.box,
-        )[0]
-        return masks[0]
-
-    return predict
-
-
-def _atomic_csv(result: Any, path: Path, summary: bool) -> None:
-    temporary = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-    try:
-        (result.write_summary_csv if summary else result.write_csv)(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    atomic_write(path, result.write_summary_csv if summary else result.write_csv)
 
 
 def run_evaluate(args: argparse.Namespace) -> str:
     """``peft-medsa evaluate``: per-case CSV at ``--out`` and the summary at ``<out stem>_summary.csv``."""
-    from .predictor import MedSAPredictor
+    from .predictor import MedSAPredictor, cached_predict_fn
 
     check_evaluate_args(args)
     out = Path(args.out)
@@ -331,10 +306,10 @@ def run_evaluate(args: argparse.Namespace) -> str:
 
         try:
             make_prompt(np.ones((4, 4), bool), args.prompt, 0)
-        except ValueError:
+        except ValueError as err:
             raise UserError(
                 f"--prompt {args.prompt!r}: expected 1pt, 3pt (any <N>pt), bbox, bbox0.5, bbox0.75 or everything"
-            ) from None
+            ) from err
     samples = _load_samples(args)
     model = load_model(args.model, args.adapter, args.device, args.active_adapter)
     predictor = MedSAPredictor(model, normalization=args.normalization)
@@ -351,7 +326,7 @@ def run_evaluate(args: argparse.Namespace) -> str:
         from ..evaluation import evaluate_model
 
         result = evaluate_model(
-            _cached_predict_fn(predictor),
+            cached_predict_fn(predictor),
             samples,
             args.prompt,
             repeats=args.repeats,
@@ -362,6 +337,6 @@ def run_evaluate(args: argparse.Namespace) -> str:
         raise UserError(f"--dataset {args.dataset}: split {args.split!r} has no case with a non-empty mask")
     out.parent.mkdir(parents=True, exist_ok=True)
     summary_path = out.with_name(out.stem + "_summary.csv")
-    _atomic_csv(result, out, summary=False)
-    _atomic_csv(result, summary_path, summary=True)
+    _write_csv(result, out, summary=False)
+    _write_csv(result, summary_path, summary=True)
     return result.to_markdown() + f"wrote {out} ({len(result.records)} rows) and {summary_path}"

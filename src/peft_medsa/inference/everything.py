@@ -15,6 +15,9 @@ As SAM's automatic mask generator, on one crop (the whole image):
 Scoring against a ground truth (:func:`evaluate_everything`): for each class of each case, the instance with the
 best Dice to the ground-truth mask is taken as the prediction (an oracle choice, as SAM-based papers report the
 "everything" setting); an empty instance set predicts an empty mask. The grid is deterministic, so one repeat is run.
+On a volume every slice is segmented, not only those holding the class: on a slice without the class, the oracle
+follows the object from the nearest slice that holds it (the instance of best Dice with that slice's ground truth,
+if it overlaps it at all), so what the automatic mode predicts beyond the object's extent counts as false positive.
 """
 
 from __future__ import annotations
@@ -218,17 +221,26 @@ def label_map(instances: Sequence[Instance], image_shape: tuple[int, int]) -> np
     return labels
 
 
-def _dice(instance: np.ndarray, target: np.ndarray) -> float:
-    # instances are never empty (generate keeps area > 0), so the denominator is positive
-    return 2.0 * int(np.logical_and(instance, target).sum()) / (int(instance.sum()) + int(target.sum()))
+def _dice(mask: np.ndarray, target: np.ndarray) -> float:
+    """Dice of two ``(H, W)`` masks, ``target`` non-empty (so the denominator is positive)."""
+    return 2.0 * int(np.logical_and(mask, target).sum()) / (int(mask.sum()) + int(target.sum()))
 
 
-def best_instance(instances: Sequence[Instance], target: np.ndarray) -> np.ndarray:
-    """The instance mask with the best Dice to ``target`` ``(H, W)`` (oracle choice); empty if there is none."""
+def best_instance(instances: Sequence[Instance], target: np.ndarray, *, require_overlap: bool = False) -> np.ndarray:
+    """The instance mask with the best Dice to ``target`` ``(H, W)`` (oracle choice); empty if there is none (or, with
+    ``require_overlap``, if none overlaps the target).
+
+    Raises:
+        ValueError: ``target`` is empty (no object to choose for).
+    """
     target = np.asarray(target, dtype=bool)
+    if not target.any():
+        raise ValueError("best_instance needs a non-empty target mask")
+    empty = np.zeros(target.shape, dtype=bool)
     if not instances:
-        return np.zeros(target.shape, dtype=bool)
-    return max(instances, key=lambda inst: _dice(inst.mask, target)).mask
+        return empty
+    best = max(instances, key=lambda inst: _dice(inst.mask, target))
+    return empty if require_overlap and _dice(best.mask, target) == 0.0 else best.mask
 
 
 def evaluate_everything(
@@ -240,8 +252,9 @@ def evaluate_everything(
 ):
     """The "everything" setting scored like :func:`peft_medsa.evaluation.evaluate_model` (same records and CSV).
 
-    Each 2D image (each slice with foreground of a 3D sample) is segmented once by ``everything(image)``; per class
-    the best-Dice instance is the prediction (module docstring). Slices without the class are predicted empty.
+    Each 2D image (each slice of a 3D sample) is segmented once by ``everything(image)``; per class the best-Dice
+    instance is the prediction (module docstring), on a volume's slices without the class the instance that
+    continues the object from the nearest slice holding it, so false positives there are counted.
 
     Args:
         everything: ``image (H, W[, 3]) -> instances``, e.g. ``lambda im: (predictor.set_image(im),
@@ -254,7 +267,7 @@ def evaluate_everything(
     Returns:
         An ``EvaluationResult`` with ``setting="everything"`` and one repeat.
     """
-    from ..evaluation import EvaluationResult, _targets
+    from ..evaluation import EvaluationResult, _targets, volume_slice
     from ..metrics import compute_dice, compute_hd95, compute_iou
 
     result = EvaluationResult(setting="everything", seeds=[seed])
@@ -276,10 +289,12 @@ def evaluate_everything(
                 pred = best_instance(cache[0], target)
             else:
                 pred = np.zeros(target.shape, dtype=bool)
-                for z in np.flatnonzero(target.reshape(len(target), -1).any(1)):
+                present = np.flatnonzero(target.reshape(len(target), -1).any(1))
+                for z in range(len(target)):
                     if z not in cache:
-                        cache[z] = everything(image[z])
-                    pred[z] = best_instance(cache[z], target[z])
+                        cache[z] = everything(volume_slice(image, z, target.shape, case_id))
+                    nearest = int(present[np.argmin(np.abs(present - z))])
+                    pred[z] = best_instance(cache[z], target[nearest], require_overlap=nearest != z)
             result.records.append(
                 {
                     "case_id": case_id,

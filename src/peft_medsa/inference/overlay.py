@@ -6,14 +6,13 @@ rectangle). Label maps get one colour per label. Files are written atomically (t
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
+from ..atomic import atomic_write
 from ..data.transforms import to_rgb
 
 __all__ = ["draw_overlay", "save_png", "to_display_uint8"]
@@ -89,11 +88,4 @@ def save_png(image: Any, path: str | Path) -> Path:
     if path.suffix.lower() != ".png":
         raise ValueError(f"output {path}: expected a .png path")
     pil = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-    try:
-        pil.save(temporary, format="PNG")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda temporary: pil.save(temporary, format="PNG"))

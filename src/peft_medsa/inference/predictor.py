@@ -1,5 +1,13 @@
 """`MedSAPredictor`: set an image once, then click as often as you like (segment-anything's ``SamPredictor``).
 
+The first layer of inference (:mod:`peft_medsa.inference`): the volume predictor decodes each slice through it and
+"segment everything" runs on it. Public API: ``set_image(image)`` (embeds once), ``predict(point_coords,
+point_labels, box, multimask_output, return_logits, mask_input) -> (masks (K, H, W), scores (K,), low_res (K, s, s))``
+(feed ``low_res[k]`` back as ``mask_input`` so that the next click refines mask ``k``), ``set_image_embedding(
+embedding, (H, W))`` (an embedding computed elsewhere, e.g. a volume slice with SD-Trans context), ``set_adapter``,
+``reset_image``, ``decode`` / ``postprocess`` (model-input-space prompts, for batched callers), and
+`cached_predict_fn` (the one cached ``predict_fn(image, prompt)`` of the evaluation protocol).
+
 Works on any SAM-like model with transformers' ``SamModel`` interface: ``SamModel``, LiteMedSAM
 (``model_type == "lite_medsam"``) or a ``PeftModel`` wrapping either (the active adapter is used; encoder adapters run
 inside ``get_image_embeddings`` because they are modules of the vision encoder).
@@ -23,43 +31,28 @@ import numpy as np
 import torch
 
 from ..data.io import read_image
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, ResizeInfo, restore_original_size
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, ResizeInfo, compute_resize, restore_original_size
 from ..data.transforms import model_pixels as preprocess_image
+from ..model_input import (
+    NORMALIZATIONS,
+    base_sam_model,
+    default_normalization,
+    model_input_size,
+    resolve_normalization,
+)
 from ..prompt_checks import check_model_call
-
-NORMALIZATIONS = ("auto", "imagenet", "minmax", "none")
 
 __all__ = [
     "MedSAPredictor",
     "base_sam_model",
+    "cached_predict_fn",
     "check_box",
     "check_points",
     "default_normalization",
     "load_image_array",
     "model_input_size",
+    "NORMALIZATIONS",
 ]
-
-
-def base_sam_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The underlying SAM-like model of ``model`` (unwraps a ``PeftModel``; the adapters stay injected)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def model_input_size(model: torch.nn.Module) -> int:
-    """Side ``S`` of the square model input (``vision_config.image_size`` or ``prompt_encoder_config.image_size``)."""
-    config = base_sam_model(model).config
-    vision = getattr(config, "vision_config", None)
-    size = getattr(vision, "image_size", None) or getattr(config.prompt_encoder_config, "image_size", None)
-    if isinstance(size, (list, tuple)):
-        size = size[0]
-    if not size:
-        raise ValueError(f"cannot find the input size of {type(model).__name__}: expected a SAM-like config")
-    return int(size)
-
-
-def default_normalization(model: torch.nn.Module) -> str:
-    """``"minmax"`` ([0, 1], MedSAM) for ``model_type == "lite_medsam"``, else ``"imagenet"`` (ViT SAM)."""
-    return "minmax" if getattr(base_sam_model(model).config, "model_type", "") == "lite_medsam" else "imagenet"
 
 
 def load_image_array(image: Any) -> np.ndarray:
@@ -153,13 +146,11 @@ class MedSAPredictor:
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization={normalization!r}; expected one of {NORMALIZATIONS}")
+        self.normalization = resolve_normalization(model, normalization)
         self.model = model.eval()
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model.to(self.device)
         self.dtype = next(model.parameters()).dtype
-        self.normalization = default_normalization(model) if normalization == "auto" else normalization
         self.mean, self.std = tuple(mean), tuple(std)
         self.input_size = model_input_size(model)
         self.reset_image()
@@ -174,8 +165,8 @@ class MedSAPredictor:
 
     @property
     def is_image_set(self) -> bool:
-        """Whether `set_image` has been called."""
-        return self.pixel_values is not None
+        """Whether `set_image` (or `set_image_embedding`) has been called."""
+        return self.resize_info is not None
 
     @property
     def original_size(self) -> tuple[int, int]:
@@ -201,6 +192,22 @@ class MedSAPredictor:
         self.resize_info = info
         self._embed()
 
+    def set_image_embedding(self, image_embedding: torch.Tensor, original_size: tuple[int, int]) -> None:
+        """Uses an embedding computed elsewhere for the next `predict` calls (no encoder run).
+
+        The volume predictor embeds slices together (SD-Trans needs the neighbouring slices) and decodes each slice
+        through this predictor, so prompts and masks are mapped exactly as for a 2D image.
+
+        Args:
+            image_embedding: ``(1, C, h, w)`` output of ``get_image_embeddings`` for the image resized (long side to
+                ``S``) and padded as `set_image` would.
+            original_size: ``(H, W)`` of that image.
+        """
+        self.pixel_values = None
+        self.image_embeddings = image_embedding.to(self.device, self.dtype)
+        self.resize_info = compute_resize(tuple(original_size), self.input_size)
+        self._embedded_with = _active_adapter(self.model)
+
     def _embed(self) -> None:
         self.image_embeddings = self.model.get_image_embeddings(self.pixel_values)
         self._embedded_with = _active_adapter(self.model)
@@ -208,6 +215,8 @@ class MedSAPredictor:
     def _current_embeddings(self) -> torch.Tensor:
         self._require_image()
         if _active_adapter(self.model) != self._embedded_with:  # set_adapter() was called since set_image()
+            if self.pixel_values is None:
+                raise RuntimeError("the active adapter changed after set_image_embedding(); give a new embedding")
             with torch.no_grad():
                 self._embed()
         return self.image_embeddings
@@ -239,6 +248,7 @@ class MedSAPredictor:
         input_labels: torch.Tensor | None = None,
         input_boxes: torch.Tensor | None = None,
         multimask_output: bool = False,
+        input_masks: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Runs prompt encoder + mask decoder on the cached embedding, prompts already in MODEL INPUT space.
 
@@ -247,20 +257,37 @@ class MedSAPredictor:
             input_labels: ``(1, P, N)`` 1 / 0 (-10 for padding points).
             input_boxes: ``(1, P, 4)`` XYXY.
             multimask_output: three masks per prompt instead of one.
+            input_masks: ``(1, 1, s, s)`` low-resolution logits of an earlier prediction (SAM's mask prompt).
 
         Returns:
             ``pred_masks`` ``(P, K, s, s)`` low-resolution logits (``s = S / 4``) and ``iou_scores`` ``(P, K)``.
         """
         embeddings = self._current_embeddings()
-        kwargs = {"input_points": input_points, "input_labels": input_labels, "input_boxes": input_boxes}
+        kwargs = {
+            "input_points": input_points,
+            "input_labels": input_labels,
+            "input_boxes": input_boxes,
+            "input_masks": input_masks,
+        }
         kwargs = {k: v.to(self.device) for k, v in kwargs.items() if v is not None}
-        if input_points is not None:
-            kwargs["input_points"] = kwargs["input_points"].to(self.dtype)
-        if input_boxes is not None:
-            kwargs["input_boxes"] = kwargs["input_boxes"].to(self.dtype)
+        for name in ("input_points", "input_boxes", "input_masks"):
+            if name in kwargs:
+                kwargs[name] = kwargs[name].to(self.dtype)
         check_model_call(self.model, **kwargs)  # the API boundary: the model's forward does not check values
         outputs = self.model(image_embeddings=embeddings, multimask_output=multimask_output, **kwargs)
         return outputs.pred_masks[0].float(), outputs.iou_scores[0].float()
+
+    def _check_mask_input(self, mask_input: Any) -> torch.Tensor:
+        size = _low_res_size(self)
+        array = torch.as_tensor(np.asarray(mask_input, dtype=np.float32))
+        if array.ndim == 3 and array.shape[0] == 1:
+            array = array[0]
+        if tuple(array.shape) != (size, size) or not torch.isfinite(array).all():
+            raise ValueError(
+                f"mask_input has shape {tuple(np.shape(mask_input))}; expected ({size}, {size}) finite low-resolution "
+                "logits, the third output of an earlier predict() on this image"
+            )
+        return array[None, None]
 
     def postprocess(self, low_res_logits: torch.Tensor) -> torch.Tensor:
         """``(..., s, s)`` low-resolution logits -> ``(..., H, W)`` logits at the original image size."""
@@ -274,6 +301,7 @@ class MedSAPredictor:
         box: Any = None,
         multimask_output: bool = False,
         return_logits: bool = False,
+        mask_input: Any = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Masks for one object from clicks and / or a box, all in ORIGINAL image pixels.
 
@@ -283,13 +311,17 @@ class MedSAPredictor:
             box: ``(4,)`` XYXY box ``(x0, y0, x1, y1)``, or ``None``.
             multimask_output: return SAM's three candidate masks (ambiguous single clicks) instead of one.
             return_logits: return logits instead of boolean masks.
+            mask_input: ``(s, s)`` or ``(1, s, s)`` low-resolution logits of an earlier `predict` on this image (its
+                third output, one mask of it), fed back as SAM's mask prompt so that a further click refines that
+                mask instead of starting over (segment-anything's ``SamPredictor.predict(mask_input=...)``).
 
         Returns:
             ``masks`` ``(K, H, W)`` bool (or float logits), ``scores`` ``(K,)`` predicted IoU and ``low_res_logits``
             ``(K, s, s)`` in model input space (``K`` = 3 with ``multimask_output``, else 1).
 
         Raises:
-            ValueError: no prompt, a point outside the image, a box with ``x1 < x0`` / ``y1 < y0`` or outside.
+            ValueError: no prompt, a point outside the image, a box with ``x1 < x0`` / ``y1 < y0`` or outside, a
+                ``mask_input`` that is not ``(s, s)`` finite logits.
         """
         self._require_image()
         if point_coords is None and box is None:
@@ -302,10 +334,15 @@ class MedSAPredictor:
         if box is not None:
             corners = self._to_input(self.check_box(box).reshape(2, 2)).reshape(4)
             boxes = torch.as_tensor(corners, dtype=torch.float32)[None, None]
-        low_res, scores = self.decode(points, labels, boxes, multimask_output=multimask_output)
+        masks_in = None if mask_input is None else self._check_mask_input(mask_input)
+        low_res, scores = self.decode(points, labels, boxes, multimask_output=multimask_output, input_masks=masks_in)
         logits = self.postprocess(low_res[0])
         masks = logits if return_logits else logits > 0
         return masks.cpu().numpy(), scores[0].cpu().numpy(), low_res[0].cpu().numpy()
+
+
+def _low_res_size(predictor: MedSAPredictor) -> int:
+    return 4 * int(predictor._current_embeddings().shape[-1])
 
 
 def cached_predict_fn(predictor: MedSAPredictor, max_images: int = 64):

@@ -13,30 +13,8 @@ import numpy as np
 import torch
 
 from ..data.transforms import model_pixels, resize_longest_and_pad
+from ..model_input import model_input_size
 from ..prompts import Prompt, jitter_box, positive_points, tight_box
-
-
-def model_input_size(model: torch.nn.Module) -> int:
-    """Side ``S`` of the square model input.
-
-    The prompt encoder's ``image_size`` (the space of prompts and masks; 256 for LiteMedSAM) wins over the vision
-    config's (1024 for ViT SAM, where both agree).
-
-    Raises:
-        ValueError: If the model has neither size or a non-square one.
-    """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    config = getattr(base, "config", None)
-    size = None
-    for part in ("prompt_encoder_config", "vision_config"):
-        size = size or getattr(getattr(config, part, None), "image_size", None)
-    if isinstance(size, (list, tuple)):
-        if len(set(size)) != 1:
-            raise ValueError(f"training needs a square model input, got image_size={size}")
-        size = size[0]
-    if not size:
-        raise ValueError(f"{type(base).__name__} has no prompt_encoder_config/vision_config image_size")
-    return int(size)
 
 
 def prepare_sample(sample: Mapping, size: int, normalize: str) -> tuple[torch.Tensor, np.ndarray, tuple[int, int]]:

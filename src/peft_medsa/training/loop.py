@@ -322,7 +322,7 @@ class MedSATrainer:
         each process runs the same prompts on the same data, and only the main one writes)."""
         cfg = self.config
         unwrapped = accelerator.unwrap_model(self.model_prepared)
-        predict = sam_predict_fn(unwrapped, device=accelerator.device, normalize=cfg.normalize)
+        predict = sam_predict_fn(unwrapped, device=accelerator.device, normalization=cfg.normalize)
         result = evaluate_model(
             predict, self.eval_data, cfg.eval_setting, repeats=cfg.eval_repeats, seed=cfg.seed, show_progress=False
         )
