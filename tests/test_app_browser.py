@@ -3,9 +3,10 @@
 On a real DDTI ultrasound image with the real LiteMedSAM weights: upload, one click inside the nodule, wait for the
 overlay, switch to zero-shot and back (prompts kept), export the mask and check the downloaded file (original size,
 Dice with the expert mask). The adapter is fitted in the fixture: a HyP-Adpt (decoder-only, r = 16) trained for
-50 steps on this image's cached LiteMedSAM embedding with random single positive clicks inside the nodule (about
-15 s on 2 cores); it tests the app's path from click to file, not generalisation. Zero-shot LiteMedSAM gives an
-(almost) empty mask for one click, the adapter a Dice above ``MIN_DICE``.
+40 steps (AdamW, lr 5e-3, cosine) on this image's cached LiteMedSAM embedding, each step two random single positive
+clicks inside the nodule (about 15 s on a quiet 2-core CPU); it tests the app's path from click to file, not
+generalisation. Zero-shot LiteMedSAM gives an (almost) empty mask for one click; the fitted adapter gave Dice 0.72-0.75
+for seven different clicks inside the nodule (2026-11-29), and the test asks for more than ``MIN_DICE``.
 
 A screenshot is saved in the test's temp folder; set ``PEFT_MEDSA_SCREENSHOT=path.png`` to keep it (the README's
 ``docs/app.png`` comes from this test).
@@ -27,7 +28,8 @@ from conftest import shared_data_or_skip
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 IMAGE = "27_1"
 MIN_DICE = 0.6
-TRAIN_STEPS = 50
+TRAIN_STEPS = 40
+CLICKS_PER_STEP = 2
 
 pytestmark = [pytest.mark.real_data, pytest.mark.real_weights, pytest.mark.slow]
 
@@ -62,23 +64,29 @@ def _fit_adapter(image_path: Path, mask: np.ndarray, folder: Path) -> None:
     from peft_medsa.training.losses import dice_bce_loss
 
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the machine is shared: one thread is faster than two under load
     model = get_peft_model(convert_lite_medsam(), HyPAdptConfig(r=16))
     predictor = MedSAPredictor(model)
     predictor.set_image(image_path)
     embeddings, scale = predictor.image_embeddings.detach(), np.asarray(predictor.resize_info.scale_xy)
-    target = torch.as_tensor(mask, dtype=torch.float32)[None, None]
+    target = torch.as_tensor(mask, dtype=torch.float32)[None, None].expand(CLICKS_PER_STEP, 1, *mask.shape)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-3)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, TRAIN_STEPS)
+    labels = torch.ones(1, CLICKS_PER_STEP, 1, dtype=torch.long)
     rng = np.random.default_rng(0)
     model.train()
-    for _ in range(TRAIN_STEPS):
-        points = torch.as_tensor(positive_points(mask, 1, rng) * scale, dtype=torch.float32)[None, None]
-        outputs = model(image_embeddings=embeddings, input_points=points, input_labels=torch.ones(1, 1, 1,
-                        dtype=torch.long), multimask_output=False)
+    for _ in range(TRAIN_STEPS):  # a batch of single clicks, each its own prompt: (1, P, 1, 2)
+        points = torch.as_tensor(positive_points(mask, CLICKS_PER_STEP, rng) * scale, dtype=torch.float32)
+        outputs = model(image_embeddings=embeddings, input_points=points[None, :, None], input_labels=labels,
+                        multimask_output=False)
         loss = dice_bce_loss(predictor.postprocess(outputs.pred_masks[0]), target)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        schedule.step()
     model.save_pretrained(folder)
+    torch.set_num_threads(threads)
 
 
 def _free_port() -> int:
@@ -112,7 +120,7 @@ def browser(tmp_path):
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
         options.add_argument(argument)
     downloads = tmp_path / "downloads"
     downloads.mkdir()
@@ -190,6 +198,7 @@ def test_click_switch_adapter_and_export_in_chromium(served_app, browser, tmp_pa
     assert dice > MIN_DICE, f"Dice {dice:.3f} with the fitted adapter"
 
     screenshot = tmp_path / "app.png"
+    driver.execute_script("window.scrollTo(0, 0);")
     driver.save_screenshot(str(screenshot))
     assert Image.open(screenshot).size[0] >= 1000
     if os.environ.get("PEFT_MEDSA_SCREENSHOT"):
