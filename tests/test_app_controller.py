@@ -143,6 +143,8 @@ def test_bad_input_keeps_prompts_and_masks(controller, model_dir, image_png, tmp
     assert controller.segmenter.adapters == [ZERO_SHOT, "liver", "spleen"]
     assert state.document.name == "scan.png" and state.session.on(0).points == [(30.0, 20.0)]
     assert np.array_equal(state.session.masks[0], mask)
+    controller.set_adapter(state, "liver")  # recomputed: the failed loads left the model as it was
+    assert np.array_equal(state.session.masks[0], mask)
     controller.click(state, 35, 20, POSITIVE)  # still serving, same adapter
     assert state.adapter == "liver" and len(state.session.on(0).points) == 2
 

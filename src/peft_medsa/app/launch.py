@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from .backend import UserError
@@ -24,6 +25,7 @@ def launch_app(app: Any, port: int | None = None, *, block: bool = True) -> str:
 
 def run_app(args: argparse.Namespace) -> str:
     """The ``app`` subcommand: loads the model and adapters, then serves until interrupted."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # serve locally, report nothing
     try:
         import gradio  # noqa: F401
     except ImportError:
