@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--adapter", action="append", default=[], help="NAME=DIR_OR_HUB_ID of an adapter (repeatable)")
     app.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: a free one from 7860)")
     app.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    app.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is faster on a busy machine)")
     app.add_argument("--quiet", action="store_true", help="no progress bars")
     app.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser

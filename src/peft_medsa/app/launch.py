@@ -36,6 +36,12 @@ def run_app(args: argparse.Namespace) -> str:
 
     if args.port is not None and not 0 < args.port < 65536:
         raise UserError(f"--port {args.port}: expected 1..65535")
+    if getattr(args, "threads", None) is not None:
+        import torch
+
+        if args.threads < 1:
+            raise UserError(f"--threads {args.threads}: expected at least 1")
+        torch.set_num_threads(args.threads)
     segmenter = load_segmenter(args.model, args.adapter, args.device)
     app = build_app(AppController(segmenter))
     try:
