@@ -42,7 +42,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``peft-medsa`` (subcommands ``predict`` and ``evaluate``)."""
+    """The argument parser of ``peft-medsa`` (subcommands ``predict``, ``evaluate``, ``train`` and ``app``)."""
     parser = argparse.ArgumentParser(
         prog="peft-medsa",
         description="Med-SA (Medical SAM Adapter) inference: prompted or automatic segmentation, and evaluation.",
@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--image", required=True, help="png / jpg / tif / bmp / gif, .nii(.gz), or a DICOM folder")
     predict.add_argument("--point", action="append", default=[], help="X,Y[,LABEL] (volumes: X,Y,Z[,LABEL])")
     predict.add_argument("--box", help="X0,Y0,X1,Y1 (volumes: X0,Y0,Z0,X1,Y1,Z1)")
+    predict.add_argument(
+        "--prompts", help='JSON file {"points": [[X, Y(, Z), LABEL], ...], "box": [...]} (as the app exports)'
+    )
     predict.add_argument("--everything", action="store_true", help="automatic: all objects (2D), a label map out")
     predict.add_argument(
         "--out", required=True, help="mask.png (2D: 0/255, or labels 1..N with --everything) or mask.nii.gz (volumes)"
@@ -96,6 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--debug", action="store_true", help="show full tracebacks")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     add_train_arguments(train)
+
+    app = commands.add_parser(
+        "app", help="interactive segmentation in the browser (Gradio; needs the 'app' extra)", epilog=COORDINATES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    app.add_argument("--model", required=True, help="local SamModel / LiteMedSAM folder, Hub id, or 'lite-medsam'")
+    app.add_argument("--adapter", action="append", default=[], help="NAME=DIR_OR_HUB_ID of an adapter (repeatable)")
+    app.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: a free one from 7860)")
+    app.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    app.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is faster on a busy machine)")
+    app.add_argument("--quiet", action="store_true", help="no progress bars")
+    app.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
 
@@ -150,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
             from .training.command import run_train
 
             message = run_train(args)
+        elif args.command == "app":
+            from .app.launch import run_app
+
+            message = run_app(args)
         else:
             message = run_predict(args) if args.command == "predict" else run_evaluate(args)
     except (UserError, DataLayoutError, FileNotFoundError, ValueError, RuntimeError) as err:

@@ -126,10 +126,28 @@ def _write_mask_png(mask: np.ndarray, path: Path) -> None:
         save_png(mask.astype(np.uint8 if mask.max() <= 255 else np.uint16), path)
 
 
+def read_prompts_file(args: argparse.Namespace) -> None:
+    """``--prompts FILE.json`` (``{"points": [[x, y(, z), label], ...], "box": [...] | null}``, as ``peft-medsa app``
+    exports) appended to ``--point`` / ``--box``, which then check it as if typed."""
+    path = Path(args.prompts)
+    try:
+        record = json.loads(path.read_text())
+        points, box = record.get("points") or [], record.get("box")
+        args.point = list(args.point) + [",".join(str(v) for v in point) for point in points]
+    except (OSError, ValueError, AttributeError, TypeError) as err:
+        raise UserError(f"--prompts {path}: cannot read ({err}); expected JSON with 'points' and/or 'box'") from None
+    if box is not None:
+        if args.box:
+            raise UserError(f"--prompts {path} has a box and --box is given too; give one box")
+        args.box = ",".join(str(v) for v in box)
+
+
 def run_predict(args: argparse.Namespace) -> str:
     """``peft-medsa predict``: returns a one-line summary; raises `UserError` on bad input before writing."""
     from .predictor import MedSAPredictor
 
+    if getattr(args, "prompts", None):
+        read_prompts_file(args)
     check_predict_args(args)
     image_path = Path(args.image)
     if not image_path.exists():
