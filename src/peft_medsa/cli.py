@@ -138,7 +138,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def missing_input(args: argparse.Namespace) -> str | None:
     """The error message for an input path of the command that does not exist, checked before any heavy import."""
-    paths = {"predict": ("image",), "evaluate": ("data_dir",), "train": ("data",)}[args.command]
+    paths = {"predict": ("image",), "evaluate": ("data_dir",), "train": ("data",)}.get(args.command, ())
     for name in paths:
         value = getattr(args, name)
         if not Path(value).exists():
