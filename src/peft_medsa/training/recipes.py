@@ -44,11 +44,10 @@ LITE_MEDSAM = Recipe(
     peft_config=MedSAConfig(r=16, encoder_layers=[8, 9]),
     training=dict(
         max_steps=200, batch_size=2, learning_rate=1e-3, lr_scheduler="cosine", warmup_steps=10, normalize="minmax",
-        initial_clicks=3, max_corrective_clicks=2, box_probability=0.5, box_iou=0.5, box_iou_max=1.0,
-        eval_setting="1pt",
+        initial_clicks=3, max_corrective_clicks=2, box_probability=0.5, box_iou=0.6, eval_setting="1pt",
     ),
-    prompts_text="half the batches start from 1-3 random positive clicks, half from a box whose IoU with the tight "
-    "box is drawn from [0.5, 1]; then 0-2 corrective clicks in the largest error region",
+    prompts_text="half the batches start from 1-3 random positive clicks, half from a box at IoU 0.6 with the tight "
+    "box; then 0-2 corrective clicks in the largest error region",
 )
 """LiteMedSAM: adapters in the last TinyViT stage (blocks 8 and 9, so the frozen-prefix cache computes the first
 three stages once per image) and the mask decoder with HyP-Adpt, r = 16."""
