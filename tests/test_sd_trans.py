@@ -330,7 +330,9 @@ def test_nifti_volume_keeps_shape_and_affine(tmp_path):
     assert predictor.shape == (5, 48, 40)
     labels = predictor.predict({z: Prompt(box=[4.0, 5.0, 30.0, 40.0]) for z in range(5)}).astype(np.uint8)
     written = nib.load(str(predictor.save(tmp_path / "labels.nii.gz", labels)))
-    assert written.shape == data.shape and np.array_equal(written.affine, affine)
+    stored = nib.load(str(tmp_path / "mr.nii.gz")).affine  # NIfTI keeps the affine in float32
+    assert written.shape == data.shape and np.array_equal(written.affine, stored)
+    np.testing.assert_allclose(written.affine, affine, rtol=1e-6)
     np.testing.assert_array_equal(np.asarray(written.dataobj), labels.T)
 
 
