@@ -25,6 +25,7 @@ Usage:
     python benchmarks/learning_curves.py                       # all four sets, seed 0
     python benchmarks/learning_curves.py --sets ddti --seeds 0 1 2 --methods medsa
     python benchmarks/learning_curves.py --quick               # smoke run (ISIC, 4 train / 2 val, 2 steps)
+    python benchmarks/learning_curves.py --merge a/curves.csv b.log --out outputs/learning_curves   # join runs
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--quick", action="store_true", help="smoke run: ISIC, 4 train / 2 val images, 2 steps")
+    parser.add_argument("--merge", nargs="+", type=Path, default=None,
+                        help="join earlier runs (their curves.csv, or the JSON lines of their logs) into --out")
     args = parser.parse_args(argv)
     if args.quick:
         args.sets, args.checkpoints, args.repeats, args.max_steps_expensive = ["isic"], [2], 1, 2
@@ -144,9 +147,9 @@ def run_one(name: str, method: str, seed: int, train, val, args, rows: list[dict
                 rows.append({"set": name, "method": method, "seed": seed, "step": step, "setting": setting,
                              "dice": round(value, 2), "train_seconds": round(clock["train"], 1),
                              "trainable": trainable})
-            print(json.dumps({"set": name, "method": method, "seed": seed, "step": step,
-                              "train_s": round(clock["train"], 1), **{k: round(v, 1) for k, v in dice.items()}}),
-                  flush=True)
+            record = {"set": name, "method": method, "seed": seed, "step": step,
+                      "train_s": round(clock["train"], 1), "trainable": trainable}
+            print(json.dumps({**record, **{k: round(v, 1) for k, v in dice.items()}}), flush=True)
         clock["mark"] = time.perf_counter()
 
     with tempfile.TemporaryDirectory(prefix="curves_") as tmp:
@@ -189,8 +192,58 @@ def plot(name: str, rows: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
+def rows_from(path: Path) -> list[dict]:
+    """Rows of an earlier run: its ``curves.csv``, or the checkpoint JSON lines its log printed."""
+    if path.suffix == ".csv":
+        with open(path, newline="") as handle:
+            return [{**r, "seed": int(r["seed"]), "step": int(r["step"]), "dice": float(r["dice"]),
+                     "train_seconds": float(r["train_seconds"]), "trainable": int(r["trainable"])}
+                    for r in csv.DictReader(handle)]
+    rows = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("{"):
+            continue
+        record = json.loads(line)
+        for setting in SETTINGS:
+            rows.append({"set": record["set"], "method": record["method"], "seed": record["seed"],
+                         "step": record["step"], "setting": setting, "dice": record[setting],
+                         "train_seconds": record["train_s"], "trainable": record.get("trainable", -1)})
+    return rows
+
+
+def summary(rows: list[dict]) -> str:
+    """Markdown: per set, method and step, the training seconds and the Dice of every setting (mean over seeds)."""
+    lines = ["| set | method | steps | train s | " + " | ".join(SETTINGS) + " |",
+             "|---|---|---:|---:|" + "---:|" * len(SETTINGS)]
+    keys = sorted({(r["set"], r["method"], r["step"]) for r in rows},
+                  key=lambda k: (k[0], ["zero-shot", "ellipse-in-tight-box", *METHODS].index(k[1]), k[2]))
+    for name, method, step in keys:
+        mine = [r for r in rows if (r["set"], r["method"], r["step"]) == (name, method, step)]
+        dice = {s: [r["dice"] for r in mine if r["setting"] == s] for s in SETTINGS}
+        cells = [f"{np.mean(v):.1f}" if v else "" for v in dice.values()]
+        seconds = np.mean([r["train_seconds"] for r in mine])
+        lines.append(f"| {name} | {method} | {step} | {seconds:.0f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(rows: list[dict], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "curves.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    for name in sorted({r["set"] for r in rows}):
+        plot(name, rows, out)
+    (out / "summary.md").write_text(summary(rows))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.merge:
+        rows = [row for path in args.merge for row in rows_from(path)]
+        write_outputs(rows, args.out)
+        print(summary(rows))
+        return 0
     if not args.data_root.is_dir():
         print(f"SKIPPED: real data folder {args.data_root} is absent")
         return 0
@@ -212,11 +265,8 @@ def main(argv=None) -> int:
         for method in args.methods:
             for seed in args.seeds:
                 run_one(name, method, seed, train, val, args, rows)
-        plot(name, rows, args.out)
-    with open(args.out / "curves.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_outputs(rows, args.out)
+    print(summary(rows))
     print(f"wrote {args.out / 'curves.csv'} and {len(args.sets)} plots in {time.perf_counter() - start:.0f} s")
     return 0
 
