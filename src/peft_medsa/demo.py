@@ -204,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     results["med-sa"] = evaluate(model, held_out, args.repeats, args.seed)
     markdown = write_metrics(args.out, results, description, len(train_samples), trainable_text)
     shutil.copytree(result.final_dir, args.out / "adapter")
-    held_out_text = f"Held-out images: {len(held_out)} of {name}, never trained on.\n\n" + markdown
+    card_markdown = markdown.replace(description, name)  # the data set's name, not a local path
+    held_out_text = f"Held-out images: {len(held_out)} of {name}, never trained on.\n\n" + card_markdown
     write_model_card(args.out / "adapter", peft_model=model, metrics_markdown=held_out_text, training_steps=steps,
                      normalize=config.normalize, **card)
     curve = Path(config.output_dir) / "training_curve.png"
