@@ -114,12 +114,11 @@ def run_train(args: argparse.Namespace) -> str:
         overwrite=args.overwrite, cpu=args.cpu, show_progress=not getattr(args, "quiet", False),
     )
     targets = ", ".join(args.target or available)
-    card = {"task": f"{targets} segmentation", "base_model": None if args.model == "lite-medsam" else args.model,
+    base_model = "LiteMedSAM" if args.model == "lite-medsam" else args.model
+    card = {"task": f"{targets} segmentation", "base_model": base_model,
             "prompts": recipe.prompts_text, "normalize": config.normalize,
             "training_data": f"{len(train_data)} training images (folder `{data.name}`), "
                              f"{0 if eval_data is None else len(eval_data)} validation images"}
-    if args.model == "lite-medsam":
-        card["base_model"] = "LiteMedSAM"
     result = MedSATrainer(model, train_data, config, eval_data=eval_data, card_info=card).train()
     from accelerate import PartialState
 
