@@ -216,7 +216,7 @@ def training_config(method: str, args: argparse.Namespace, output_dir: Path) -> 
     """The :class:`TrainingConfig` of ``method``: shared by all methods except the learning rate."""
     return TrainingConfig(
         output_dir=str(output_dir), max_steps=args.steps, batch_size=BATCH_SIZE,
-        learning_rate=getattr(args, f"lr_{method}"), lr_scheduler="cosine", normalize="minmax",
+        learning_rate=getattr(args, f"lr_{method}"), lr_scheduler="cosine", normalization="minmax",
         mixed_precision="no", seed=0, cpu=args.device == "cpu", **TRAIN_PROMPTS,
     )
 

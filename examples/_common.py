@@ -23,7 +23,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
     parser.add_argument("--lr", type=float, default=1e-4, help="peak AdamW learning rate")
     parser.add_argument("--rank", type=int, default=64, help="adapter bottleneck width r (paper: 64)")
-    parser.add_argument("--normalize", choices=["auto", "imagenet", "minmax"], default="auto",
+    parser.add_argument("--normalization", "--normalize", choices=["auto", "imagenet", "minmax"], default="auto",
                         help="input normalisation; auto: minmax for LiteMedSAM, imagenet for ViT SAM")
     parser.add_argument("--eval-setting", default="1pt", help="validation prompts: 1pt, 3pt, bbox0.5, bbox0.75, bbox")
     parser.add_argument("--eval-every", type=int, default=0, help="validate every N steps (0: at the end)")
@@ -41,15 +41,13 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def load_model(name_or_path: str) -> tuple[torch.nn.Module, str]:
-    """A SamModel or LiteMedSAM from a local folder or the Hub, and its normalisation (``"imagenet"``/``"minmax"``)."""
+def load_model(name_or_path: str) -> torch.nn.Module:
+    """A SamModel or LiteMedSAM from a local folder or the Hub."""
     from transformers import AutoModel
 
     import peft_medsa.backbones  # noqa: F401  (registers LiteMedSAM with the Auto classes)
 
-    model = AutoModel.from_pretrained(name_or_path)
-    normalize = "minmax" if "lite" in model.config.model_type.lower() else "imagenet"
-    return model, normalize
+    return AutoModel.from_pretrained(name_or_path)
 
 
 def load_splits(benchmark: str, args: argparse.Namespace, **builder_kwargs: Any):
@@ -67,7 +65,6 @@ def load_splits(benchmark: str, args: argparse.Namespace, **builder_kwargs: Any)
 def train_adapter(
     args: argparse.Namespace,
     model: torch.nn.Module,
-    normalize: str,
     train_data: Sequence,
     eval_data: Sequence | None,
     output_dir: Path,
@@ -83,11 +80,11 @@ def train_adapter(
         output_dir=str(output_dir), max_steps=args.max_steps, batch_size=args.batch_size,
         gradient_accumulation_steps=args.grad_accum, learning_rate=args.lr, save_every=args.save_every,
         eval_every=args.eval_every, eval_setting=args.eval_setting, box_probability=args.box_probability,
-        normalize=normalize if args.normalize == "auto" else args.normalize, seed=args.seed, cpu=args.cpu,
+        normalization=args.normalization, seed=args.seed, cpu=args.cpu,
         resume=args.resume, overwrite=args.overwrite, show_progress=not args.no_progress,
     )
     peft_model = get_peft_model(model, MedSAConfig(r=args.rank))
-    info = {"base_model": args.model, "normalize": config.normalize, **card_info}
+    info = {"base_model": args.model, **card_info}
     result = MedSATrainer(peft_model, train_data, config, eval_data=eval_data, card_info=info).train()
     summary = {"output_dir": str(output_dir), "steps": result.steps, "best_dice": result.best_dice,
                "final_adapter": str(result.final_dir)}
@@ -119,7 +116,7 @@ def main_single(benchmark: str, description: str, card: dict[str, Any], argv: Se
         if value is not None:
             builder_kwargs[flag.lstrip("-").replace("-", "_")] = tuple(value) if isinstance(value, list) else value
     train_split, val_split = load_splits(benchmark, args, **builder_kwargs)
-    model, normalize = load_model(args.model)
+    model = load_model(args.model)
     train_data = TargetSamples(train_split, spec, args.targets)
     eval_data = TargetSamples(val_split, spec, args.targets) if val_split is not None else None
-    train_adapter(args, model, normalize, train_data, eval_data, Path(args.output_dir), card)
+    train_adapter(args, model, train_data, eval_data, Path(args.output_dir), card)

@@ -34,12 +34,12 @@ def main(argv: list[str] | None = None) -> None:
             "training_data": "BTCV labelled CT scans as axial slices", "tags": ["ct", "abdomen"]}
     groups = [[organ] for organ in organs] if args.per_organ else [organs]
     for group in groups:
-        model, normalize = load_model(args.model)  # a fresh base model per adapter
+        model = load_model(args.model)  # a fresh base model per adapter
         output = Path(args.output_dir) / group[0] if args.per_organ else Path(args.output_dir)
         info = dict(card, organ=group[0]) if args.per_organ else card
         train_data = TargetSamples(train_split, spec, group)
         eval_data = TargetSamples(val_split, spec, group) if val_split is not None else None
-        train_adapter(args, model, normalize, train_data, eval_data, output, info)
+        train_adapter(args, model, train_data, eval_data, output, info)
     if args.per_organ:
         print(f"per-organ adapters in {args.output_dir}/<organ>/final; push them with "
               f"peft_medsa.hub.push_adapters_to_hub and load them together with load_organ_adapters")

@@ -76,14 +76,14 @@ def test_recipes_follow_the_model_and_give_fresh_configs():
     from peft_medsa.backbones import LiteMedSamModel
 
     lite = default_recipe(LiteMedSamModel(tiny_lite_medsam_config()))
-    assert lite.training["normalize"] == "minmax"
+    assert lite.training["normalization"] == "minmax"
     assert lite.peft_config.encoder_layers == LITE_MEDSAM.peft_config.encoder_layers
     vit = default_recipe(tiny_sam(), steps=8, learning_rate=3e-4, rank=8)
     assert vit.training["max_steps"] == 8 and vit.training["learning_rate"] == 3e-4 and vit.peft_config.r == 8
     assert vit.training["warmup_steps"] <= 2 and VIT_SAM.peft_config.r == 64
     assert vit.peft_config is not VIT_SAM.peft_config
     config = vit.training_config(output_dir="x", seed=3)
-    assert config.max_steps == 8 and config.seed == 3 and config.normalize == "imagenet"
+    assert config.max_steps == 8 and config.seed == 3 and config.normalization == "imagenet"
 
 
 @requires_data

@@ -91,13 +91,30 @@ def test_model_input_size_prefers_prompt_encoder():
 
 
 def test_config_rejects_bad_values():
-    with pytest.raises(ValueError, match=r"normalize='zscore'; expected one of \('imagenet', 'minmax'\)"):
-        TrainingConfig(normalize="zscore")
+    with pytest.raises(ValueError, match=r"normalization='zscore'; expected one of \('auto', 'imagenet', 'minmax'\)"):
+        TrainingConfig(normalization="zscore")
     with pytest.raises(ValueError, match="gradient_accumulation_steps must be a positive integer, got 0"):
         TrainingConfig(gradient_accumulation_steps=0)
     with pytest.raises(ValueError, match="resume=True and overwrite=True"):
         TrainingConfig(resume=True, overwrite=True)
 
+
+
+def test_normalization_name_auto_and_deprecated_spelling(tmp_path):
+    """One name with the predictors (``normalization``); ``"auto"`` follows the model; the old ``normalize``
+    still works with a FutureWarning, and a run stored with it is not taken for a different config."""
+    from peft_medsa.model_input import default_normalization
+
+    trainer = MedSATrainer(tiny_peft_model(), toy_samples(2), config(tmp_path))
+    assert trainer.config.normalization == "auto"
+    assert trainer.normalization == default_normalization(trainer.model) == "imagenet"
+    with pytest.warns(FutureWarning, match="use normalization="):
+        old = TrainingConfig(normalize="minmax")
+    assert old.normalization == "minmax" and old.normalize is None
+    stored = {**TrainingConfig(normalization="minmax").to_dict(), "normalize": "minmax"}
+    del stored["normalization"]
+    assert TrainingConfig(normalization="minmax").differences(stored) == {}
+    assert "normalization" in TrainingConfig(normalization="imagenet").differences(stored)
 
 # -- one full run, shared by several checks ---------------------------------------------------------------------------
 @pytest.fixture

@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .backbones import convert_lite_medsam
     from .hub.cards import write_model_card
+    from .model_input import resolve_normalization
     from .training import MedSATrainer
     from .training.recipes import default_recipe
 
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     card_markdown = markdown.replace(description, name)  # the data set's name, not a local path
     held_out_text = f"Held-out images: {len(held_out)} of {name}, never trained on.\n\n" + card_markdown
     write_model_card(args.out / "adapter", peft_model=model, metrics_markdown=held_out_text, training_steps=steps,
-                     normalize=config.normalize, **card)
+                     normalization=resolve_normalization(model, config.normalization), **card)
     curve = Path(config.output_dir) / "training_curve.png"
     if curve.exists():
         shutil.copy(curve, args.out / "training_curve.png")

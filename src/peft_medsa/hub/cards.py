@@ -133,7 +133,7 @@ def render_model_card(
     prompts: str | None = None,
     training_steps: int | None = None,
     metrics_markdown: str | None = None,
-    normalize: str = "imagenet",
+    normalization: str = "imagenet",
     repo_id: str | None = None,
     license: str = "apache-2.0",
     peft_model: Any | None = None,
@@ -155,7 +155,7 @@ def render_model_card(
         prompts: One line on the training prompts.
         training_steps: Optimizer steps.
         metrics_markdown: Table of results (e.g. ``EvaluationResult.to_markdown()``); ``None``: "not evaluated".
-        normalize: Input normalisation (``"imagenet"`` or ``"minmax"``) stated in the usage notes.
+        normalization: Input normalisation (``"imagenet"`` or ``"minmax"``) stated in the usage notes.
         repo_id: Where the card will live (used in the usage snippet); defaults to a placeholder.
         license: SPDX-like licence id of the adapter weights.
         peft_model / peft_config: The adapter, for its settings table and parameter count.
@@ -180,7 +180,7 @@ def render_model_card(
     norm_text = {
         "imagenet": "ImageNet mean / std on [0, 1] pixels (ViT SAM)",
         "minmax": "min-max to [0, 1] per image (MedSAM / LiteMedSAM)",
-    }.get(normalize, normalize)
+    }.get(normalization, normalization)
     peft_type = _peft_type_name(peft_model, peft_config)
     method_name, method_description, adapter_scope = METHODS[peft_type]
     values = {
@@ -200,7 +200,7 @@ def render_model_card(
         "training_steps": "not recorded" if training_steps is None else str(training_steps),
         "metrics_section": metrics_markdown.strip() if metrics_markdown else "Not evaluated yet.",
         "load_reference": repo_id or "<this repository or a local adapter folder>",
-        "normalize": norm_text,
+        "normalization": norm_text,
         "license_name": f"{LICENSES[license]} (`{license}`)",
     }
     return Template(load_template()).substitute(values)

@@ -89,6 +89,7 @@ def run_train(args: argparse.Namespace) -> str:
 
     from ..hub.cards import write_model_card
     from ..inference.commands import UserError, load_model
+    from ..model_input import resolve_normalization
     from . import MedSATrainer, TargetSamples
     from .recipes import default_recipe
 
@@ -116,7 +117,7 @@ def run_train(args: argparse.Namespace) -> str:
     targets = ", ".join(args.target or available)
     base_model = "LiteMedSAM" if args.model == "lite-medsam" else args.model
     card = {"task": f"{targets} segmentation", "base_model": base_model,
-            "prompts": recipe.prompts_text, "normalize": config.normalize,
+            "prompts": recipe.prompts_text, "normalization": resolve_normalization(model, config.normalization),
             "training_data": f"{len(train_data)} training images (folder `{data.name}`), "
                              f"{0 if eval_data is None else len(eval_data)} validation images"}
     result = MedSATrainer(model, train_data, config, eval_data=eval_data, card_info=card).train()

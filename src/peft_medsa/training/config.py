@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .config_checks import check_training_config
 
-NORMALIZE = ("imagenet", "minmax")
+NORMALIZATIONS = ("auto", "imagenet", "minmax")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 BOOKKEEPING_FIELDS = ("output_dir", "resume", "overwrite", "show_progress", "cache_frozen_encoder", "cache_megabytes",
@@ -36,7 +37,10 @@ class TrainingConfig:
         max_grad_norm: Gradient clipping norm; ``0`` disables clipping.
         mixed_precision: ``"auto"`` (bf16 on a CUDA device that supports it, else ``"no"``), ``"no"``, ``"bf16"``
             or ``"fp16"``.
-        normalize: ``"imagenet"`` (ViT SAM: mean/std on [0, 1] pixels) or ``"minmax"`` (MedSAM / LiteMedSAM).
+        normalization: ``"auto"`` (from the model: ``"minmax"`` for LiteMedSAM, ``"imagenet"`` for ViT SAM),
+            ``"imagenet"`` (mean/std on [0, 1] pixels) or ``"minmax"`` (MedSAM / LiteMedSAM); the same name and
+            choices as the predictors' (:mod:`peft_medsa.model_input`).
+        normalize: Deprecated spelling of ``normalization`` (accepted with a ``FutureWarning``).
         initial_clicks: The first prompt of a sample has between 1 and ``initial_clicks`` random positive clicks.
         max_corrective_clicks: Then 0 to ``max_corrective_clicks`` clicks (drawn per micro-batch) are added one by
             one in the largest error region of the current prediction (paper section 3.5).
@@ -78,7 +82,7 @@ class TrainingConfig:
     warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm; 0 disables."})
     mixed_precision: str = field(default="auto", metadata={"help": f"One of {MIXED_PRECISION}."})
-    normalize: str = field(default="imagenet", metadata={"help": f"One of {NORMALIZE}."})
+    normalization: str = field(default="auto", metadata={"help": f"One of {NORMALIZATIONS}."})
     initial_clicks: int = field(default=1, metadata={"help": "Up to this many random positive start clicks."})
     max_corrective_clicks: int = field(default=3, metadata={"help": "Up to this many error-region clicks."})
     box_probability: float = field(default=0.0, metadata={"help": "Probability of a box start prompt."})
@@ -102,8 +106,13 @@ class TrainingConfig:
     resume: bool = field(default=False, metadata={"help": "Continue from the latest checkpoint."})
     overwrite: bool = field(default=False, metadata={"help": "Delete an existing output_dir first."})
     show_progress: bool = field(default=True, metadata={"help": "tqdm progress bar."})
+    normalize: str | None = field(default=None, metadata={"help": "Deprecated: use normalization."})
 
     def __post_init__(self) -> None:
+        if self.normalize is not None:
+            warnings.warn("TrainingConfig(normalize=...) is deprecated; use normalization=... (the predictors' name)",
+                          FutureWarning, stacklevel=3)
+            self.normalization, self.normalize = self.normalize, None
         positive = ("max_steps", "batch_size", "gradient_accumulation_steps", "initial_clicks", "keep_checkpoints",
                     "log_every", "eval_repeats", "collective_timeout")
         for name in positive:
@@ -114,7 +123,7 @@ class TrainingConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"TrainingConfig.{name} must be an integer >= 0, got {value!r}")
-        choices = {"normalize": NORMALIZE, "mixed_precision": MIXED_PRECISION, "lr_scheduler": SCHEDULERS}
+        choices = {"normalization": NORMALIZATIONS, "mixed_precision": MIXED_PRECISION, "lr_scheduler": SCHEDULERS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"TrainingConfig.{name}={getattr(self, name)!r}; expected one of {allowed}")
@@ -144,5 +153,7 @@ class TrainingConfig:
     def differences(self, other: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
         """``{field: (stored, this)}`` of fields that differ from a stored config dict, bookkeeping fields aside."""
         mine = self.to_dict()
+        if "normalize" in other and "normalization" not in other:  # written before the field was renamed
+            other = {**other, "normalization": other["normalize"], "normalize": None}
         keys = (set(mine) | set(other)) - set(BOOKKEEPING_FIELDS)
         return {k: (other.get(k), mine.get(k)) for k in sorted(keys) if other.get(k) != mine.get(k)}

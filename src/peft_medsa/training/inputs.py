@@ -17,14 +17,14 @@ from ..model_input import model_input_size
 from ..prompts import Prompt, jitter_box, positive_points, tight_box
 
 
-def prepare_sample(sample: Mapping, size: int, normalize: str) -> tuple[torch.Tensor, np.ndarray, tuple[int, int]]:
+def prepare_sample(sample: Mapping, size: int, normalization: str) -> tuple[torch.Tensor, np.ndarray, tuple[int, int]]:
     """One 2D sample -> model pixels, model-space mask and the size of the unpadded region.
 
     Args:
         sample: ``image`` ``(H, W, 3)`` or ``(H, W)`` (uint8 in [0, 255], or float in [0, 1] for ``"imagenet"``),
             ``mask`` ``(H, W)`` binary, ``case_id``.
         size: Model input side ``S``.
-        normalize: ``"imagenet"`` or ``"minmax"``.
+        normalization: ``"imagenet"`` or ``"minmax"``.
 
     Returns:
         ``pixel_values`` float32 ``(3, S, S)``, ``mask`` bool ``(S, S)`` (nearest-neighbour resized, padded with 0)
@@ -42,9 +42,9 @@ def prepare_sample(sample: Mapping, size: int, normalize: str) -> tuple[torch.Te
         raise ValueError(f"sample {case_id!r}: image has {int((~np.isfinite(image)).sum())} NaN or infinite pixel(s)")
     if image.ndim != 3 or image.shape[:2] != mask.shape:
         raise ValueError(f"sample {case_id!r}: image shape {image.shape} does not match mask shape {mask.shape}")
-    if normalize not in ("imagenet", "minmax"):
-        raise ValueError(f"normalize must be 'imagenet' or 'minmax', got {normalize!r}")
-    pixels, info = model_pixels(image, size, normalize)
+    if normalization not in ("imagenet", "minmax"):
+        raise ValueError(f"normalization must be 'imagenet' or 'minmax', got {normalization!r}")
+    pixels, info = model_pixels(image, size, normalization)
     h, w = info.resized_size
     out = pixels[0]
     model_mask, _ = resize_longest_and_pad((mask > 0).astype(np.uint8), size, is_mask=True)

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..evaluation import evaluate_model, sam_predict_fn
+from ..model_input import resolve_normalization
 from ..prompts import add_corrective_click, collate_prompts
 from .checkpoint_integrity import resume_checkpoint
 from .checkpoints import (
@@ -144,6 +145,8 @@ class MedSATrainer:
         self.callbacks = list(callbacks)
         self.output_dir = Path(config.output_dir)
         self.input_size = model_input_size(model)
+        self.normalization = resolve_normalization(model, config.normalization)
+        """``config.normalization`` with ``"auto"`` resolved from the model."""
         self.case_ids_seen: list[list[str]] = []
         """Case ids of each micro-batch this process trained on, in order."""
         self.valid_indices: list[int] | None = None
@@ -260,7 +263,7 @@ class MedSATrainer:
         """Reads and prepares this process's samples of micro-batch ``micro`` (runs in the prefetch thread)."""
         indices, slots = order.micro_batch(micro, rank)
         samples = [self.train_data[int(i)] for i in indices]
-        prepared = [prepare_sample(s, self.input_size, self.config.normalize) for s in samples]
+        prepared = [prepare_sample(s, self.input_size, self.normalization) for s in samples]
         pixels = torch.stack([p[0] for p in prepared])
         masks = [p[1] for p in prepared]
         sizes = [p[2] for p in prepared]
@@ -308,7 +311,7 @@ class MedSATrainer:
         tmp, old = self.output_dir / f".tmp-{name}", self.output_dir / f".old-{name}"
         shutil.rmtree(tmp, ignore_errors=True)
         unwrapped.save_pretrained(str(tmp), **({"state_dict": state} if state is not None else {}))
-        info = {"training_steps": step, "normalize": self.config.normalize, **self.card_info}
+        info = {"training_steps": step, "normalization": self.normalization, **self.card_info}
         write_model_card(tmp, peft_model=unwrapped, metrics_markdown=metrics_markdown, **info)
         if dest.exists():
             shutil.rmtree(old, ignore_errors=True)
@@ -322,7 +325,7 @@ class MedSATrainer:
         each process runs the same prompts on the same data, and only the main one writes)."""
         cfg = self.config
         unwrapped = accelerator.unwrap_model(self.model_prepared)
-        predict = sam_predict_fn(unwrapped, device=accelerator.device, normalization=cfg.normalize)
+        predict = sam_predict_fn(unwrapped, device=accelerator.device, normalization=self.normalization)
         result = evaluate_model(
             predict, self.eval_data, cfg.eval_setting, repeats=cfg.eval_repeats, seed=cfg.seed, show_progress=False
         )

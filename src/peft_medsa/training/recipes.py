@@ -43,8 +43,9 @@ class Recipe:
 LITE_MEDSAM = Recipe(
     peft_config=MedSAConfig(r=16, encoder_layers=[8, 9]),
     training=dict(
-        max_steps=200, batch_size=2, learning_rate=1e-3, lr_scheduler="cosine", warmup_steps=10, normalize="minmax",
-        initial_clicks=3, max_corrective_clicks=2, box_probability=0.5, box_iou=0.6, eval_setting="1pt",
+        max_steps=200, batch_size=2, learning_rate=1e-3, lr_scheduler="cosine", warmup_steps=10,
+        normalization="minmax", initial_clicks=3, max_corrective_clicks=2, box_probability=0.5, box_iou=0.6,
+        eval_setting="1pt",
     ),
     prompts_text="half the batches start from 1-3 random positive clicks, half from a box at IoU 0.6 with the tight "
     "box; then 0-2 corrective clicks in the largest error region",
@@ -55,8 +56,9 @@ three stages once per image) and the mask decoder with HyP-Adpt, r = 16."""
 VIT_SAM = Recipe(
     peft_config=MedSAConfig(),
     training=dict(
-        max_steps=1000, batch_size=2, learning_rate=1e-4, lr_scheduler="cosine", warmup_steps=50, normalize="imagenet",
-        initial_clicks=3, max_corrective_clicks=2, box_probability=0.3, box_iou=0.75, eval_setting="1pt",
+        max_steps=1000, batch_size=2, learning_rate=1e-4, lr_scheduler="cosine", warmup_steps=50,
+        normalization="imagenet", initial_clicks=3, max_corrective_clicks=2, box_probability=0.3, box_iou=0.75,
+        eval_setting="1pt",
     ),
     prompts_text="1-3 random positive clicks (or, in 30% of the batches, a box at IoU 0.75), then 0-2 corrective "
     "clicks in the largest error region",
