@@ -226,6 +226,67 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cell(rows: list[dict], name: str, method: str, step: int, setting: str) -> tuple[float, float, int]:
+    """Mean and std over training seeds of one (set, method, step, setting), and the number of seeds."""
+    values = [r["dice"] for r in rows if (r["set"], r["method"], r["step"], r["setting"]) == (name, method, step,
+                                                                                            setting)]
+    return (float(np.mean(values)), float(np.std(values)), len(values)) if values else (float("nan"), 0.0, 0)
+
+
+def _seconds(rows: list[dict], name: str, method: str, step: int) -> float:
+    return float(np.mean([r["train_seconds"] for r in rows if (r["set"], r["method"], r["step"]) ==
+                          (name, method, step)]))
+
+
+def verdict(rows: list[dict], versus: str = "full") -> str:
+    """Markdown: Med-SA against ``versus`` at equal training time, per set and point / box setting.
+
+    For each set, ``versus`` is taken at its last checkpoint (training time T); Med-SA at its last checkpoint whose
+    mean training time is at most T (so Med-SA never has more time). Mean ± std over the training seeds; a cell is
+    won when Med-SA's mean is at least the other's.
+    """
+    settings = ("1pt", "3pt", "bbox0.5", "bbox0.75")
+    lines = [f"| set | Med-SA steps (s) | {versus} steps (s) | " + " | ".join(settings) + " |",
+             "|---|---|---|" + "---|" * len(settings)]
+    won = total = 0
+    for name in sorted({r["set"] for r in rows}):
+        other_steps = sorted({r["step"] for r in rows if (r["set"], r["method"]) == (name, versus)})
+        medsa_steps = sorted({r["step"] for r in rows if (r["set"], r["method"]) == (name, "medsa")})
+        if not other_steps or not medsa_steps:
+            continue
+        t_other = _seconds(rows, name, versus, other_steps[-1])
+        fitting = [s for s in medsa_steps if _seconds(rows, name, "medsa", s) <= t_other] or medsa_steps[:1]
+        step = fitting[-1]
+        cells = []
+        for setting in settings:
+            m, m_sd, n = _cell(rows, name, "medsa", step, setting)
+            o, o_sd, k = _cell(rows, name, versus, other_steps[-1], setting)
+            win = m >= o
+            won, total = won + win, total + 1
+            cells.append(f"{'**' if win else ''}{m:.1f} ± {m_sd:.1f}{'**' if win else ''} vs {o:.1f} ± {o_sd:.1f}")
+        lines.append(f"| {name} | {step} ({_seconds(rows, name, 'medsa', step):.0f}) | {other_steps[-1]} "
+                     f"({t_other:.0f}) | " + " | ".join(cells) + " |")
+    seeds = sorted({r["seed"] for r in rows if r["method"] == "medsa"})
+    lines.append("")
+    lines.append(f"Med-SA at equal or less training time wins {won} of {total} cells against {versus} "
+                 f"(training seeds {seeds}; bold: won).")
+    return "\n".join(lines) + "\n"
+
+
+def boxes(rows: list[dict]) -> str:
+    """Markdown: tight-box Dice of Med-SA at each checkpoint against zero-shot and the ellipse inside the tight box."""
+    lines = ["| set | zero-shot | ellipse in tight box | Med-SA (steps: mean ± std over seeds) |",
+             "|---|---:|---:|---|"]
+    for name in sorted({r["set"] for r in rows}):
+        zero = _cell(rows, name, "zero-shot", 0, "bbox")[0]
+        ellipse = _cell(rows, name, "ellipse-in-tight-box", 0, "bbox")[0]
+        steps = sorted({r["step"] for r in rows if (r["set"], r["method"]) == (name, "medsa")})
+        cells = ", ".join(f"{s}: {_cell(rows, name, 'medsa', s, 'bbox')[0]:.1f} ± "
+                          f"{_cell(rows, name, 'medsa', s, 'bbox')[1]:.1f}" for s in steps)
+        lines.append(f"| {name} | {zero:.1f} | {ellipse:.1f} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_outputs(rows: list[dict], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "curves.csv", "w", newline="") as handle:
@@ -234,7 +295,11 @@ def write_outputs(rows: list[dict], out: Path) -> None:
         writer.writerows(rows)
     for name in sorted({r["set"] for r in rows}):
         plot(name, rows, out)
-    (out / "summary.md").write_text(summary(rows))
+    text = summary(rows)
+    if any(r["method"] == "medsa" for r in rows) and any(r["method"] == "full" for r in rows):
+        text += "\n" + verdict(rows)
+    text += "\n" + boxes(rows)
+    (out / "summary.md").write_text(text)
 
 
 def main(argv=None) -> int:
@@ -242,7 +307,7 @@ def main(argv=None) -> int:
     if args.merge:
         rows = [row for path in args.merge for row in rows_from(path)]
         write_outputs(rows, args.out)
-        print(summary(rows))
+        print((args.out / "summary.md").read_text())
         return 0
     if not args.data_root.is_dir():
         print(f"SKIPPED: real data folder {args.data_root} is absent")
