@@ -148,6 +148,10 @@ class MedSAModel(BaseTuner):
             target.update_layer(adapter_name, **kwargs)
             return
         new_module = layer_cls(target, adapter_name, role=role, prefix=self.prefix, **kwargs)
+        if role == "attn" and getattr(parent, "window_size", 0) > 0 and hasattr(parent, "window_partition"):
+            vision = getattr(getattr(self.model, "config", None), "vision_config", None)
+            if vision is not None and getattr(vision, "patch_size", None):
+                new_module.token_grid = int(vision.image_size) // int(vision.patch_size)  # ViT-SAM's fixed grid
         if adapter_name not in self.active_adapters:
             new_module.requires_grad_(False)
         self._replace_module(parent, target_name, new_module, target)
