@@ -5,7 +5,7 @@ Axes: ``(D, H, W)``, slice ``z`` = ``array[z]`` (:func:`peft_medsa.data.io.read_
 ``stride``-th one (the affine's slice axis is scaled accordingly, so predicted NIfTI files overlay the thinned volume).
 
 - ``brats2015``: ``brats2015_deepmedic/<case>`` (3 cases); channels FLAIR, T1c, FLAIR; targets WT (label > 0) and
-  TC (label 1, 3 or 4); slice stride 4 by default (4 mm); leave one case out (3 folds).
+  TC (label 1, 3 or 4); slice stride 6 in `real_volumes.py` (6 mm); leave one case out (3 folds).
 - ``brats2021``: ``brats2021_01646``; FLAIR; edema; stride 2 (3 mm); the lower half of the edema's slices train, the
   upper half test, with a gap of 2 slices.
 - ``ct``: ``ct_volume_totalseg``; CT in the window 40 / 400 HU; spleen, right and left kidney, liver (BTCV ids 1, 2,

@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt-seeds", type=int, default=1)
     parser.add_argument("--sparse", type=int, nargs="+", default=[5, 10])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--brats-stride", type=int, default=4, help="keep every n-th BraTS 2015 slice (1 mm each)")
+    parser.add_argument("--brats-stride", type=int, default=6, help="keep every n-th BraTS 2015 slice (1 mm)")
     parser.add_argument("--brats2021-stride", type=int, default=2, help="keep every n-th BraTS 2021 slice (1.5 mm)")
     parser.add_argument("--quick", action="store_true", help="smoke run: BraTS fold 1, WT, 1 step, every 12th slice")
     args = parser.parse_args(argv)
