@@ -182,16 +182,13 @@ class MedSALayer(nn.Module, BaseTunerLayer):
         ``s * b_up`` is added: two passes over the ``(N, d)`` tokens fewer than ``base + s * up(act(down(x)))``.
         Same numbers up to float rounding (``tests/test_medsa_fused.py`` checks it against that formula).
         """
-        active = [n for n in self.active_adapters if n in self.adapters] if adapter_names is None else None
-        if active is None or len(active) != 1:
+        active = [n for n in self.active_adapters if n in self.adapters] if adapter_names is None else []
+        adapter = self.adapters[active[0]] if len(active) == 1 else None
+        # not HyP-Adpt's prompt-conditioned adapters, nor adapters of another dtype than the tokens
+        fast = isinstance(adapter, BottleneckAdapter)
+        if not (fast and adapter.up.weight.dtype == hidden_states.dtype == base.dtype):
             return base + self.adapter_delta(hidden_states, adapter_names)
-        adapter = self.adapters[active[0]]
-        if not isinstance(adapter, BottleneckAdapter):  # e.g. HyP-Adpt's prompt-conditioned adapters
-            return base + self.adapter_delta(hidden_states, adapter_names)
-        up = adapter.up
-        if up.weight.dtype != hidden_states.dtype or base.dtype != hidden_states.dtype:
-            return base + self.adapter_delta(hidden_states, adapter_names)
-        scale = self.scalings[active[0]]
+        up, scale = adapter.up, self.scalings[active[0]]
         middle = adapter.act(adapter.down(hidden_states)).reshape(-1, up.in_features)
         out = torch.addmm(base.reshape(-1, up.out_features), middle, up.weight.t(), alpha=scale)
         out = out.add(up.bias, alpha=scale)
