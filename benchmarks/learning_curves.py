@@ -281,8 +281,7 @@ def boxes(rows: list[dict]) -> str:
         zero = _cell(rows, name, "zero-shot", 0, "bbox")[0]
         ellipse = _cell(rows, name, "ellipse-in-tight-box", 0, "bbox")[0]
         steps = sorted({r["step"] for r in rows if (r["set"], r["method"]) == (name, "medsa")})
-        cells = ", ".join(f"{s}: {_cell(rows, name, 'medsa', s, 'bbox')[0]:.1f} ± "
-                          f"{_cell(rows, name, 'medsa', s, 'bbox')[1]:.1f}" for s in steps)
+        cells = ", ".join("{}: {:.1f} ± {:.1f}".format(s, *_cell(rows, name, "medsa", s, "bbox")[:2]) for s in steps)
         lines.append(f"| {name} | {zero:.1f} | {ellipse:.1f} | {cells} |")
     return "\n".join(lines) + "\n"
 
