@@ -58,13 +58,24 @@ def test_real_volumes_benchmark_quick_mode_writes_table_nifti_and_montage(tmp_pa
     )
     assert result.returncode == 0, result.stderr[-2000:]
     table = (tmp_path / "results.md").read_text()
-    for method in ("LiteMedSAM zero-shot", "Med-SA 2D", "Med-SA + SD-Trans"):
+    for method in (
+        "LiteMedSAM zero-shot",
+        "Med-SA 2D",
+        "Med-SA + SD-Trans",
+        "Med-SA + SD-Trans, one adapter per target",
+    ):
         for setting in ("box", "sparse-5"):
             row = next(line for line in table.splitlines() if line.startswith(f"| brats2015 | {setting} | {method} |"))
             dice = float(re.search(r"\| (\d+\.\d) ± \d+\.\d \|", row).group(1))
             assert 0.0 <= dice <= 100.0
             if setting == "box":
                 assert dice > 30.0  # a box on every tumour slice: LiteMedSAM finds the tumour
+    # the paired differences: SD-Trans - 2D and per target - joint, over the same 2 (case, target) pairs
+    for name in ("SD-Trans - 2D", "per target - joint"):
+        row = next(line for line in table.splitlines() if line.startswith(f"| {name} | brats2015 | box |"))
+        assert re.search(r"\| 2 \| [+-]\d+\.\d \| \[[+-]\d+\.\d, [+-]\d+\.\d\] \| [01] / 1 \|$", row), row
+    per_case = (tmp_path / "per_case.csv").read_text().splitlines()
+    assert "train_seed" in per_case[0].split(",")
     written = nib.load(str(tmp_path / "pred_brats2015_pat0001_1_medsa-sdtrans.nii.gz"))
     assert np.asarray(written.dataobj).any() and np.allclose(np.abs(written.affine[2, 2]), 12.0)  # 12 mm slices
     assert (tmp_path / "montage_brats2015_pat0001_1.png").stat().st_size > 0
