@@ -11,8 +11,11 @@ For each image size (ViT-B at 256 and 1024 by default) it prints one table with 
 
 Columns: forward time (``torch.no_grad``, batch 1; interleaved repeats, median), train-step time (forward, backward,
 AdamW step; median), peak memory of the training steps, peak memory of the whole training process, and trainable
-parameters. Ratios: forward Med-SA / SAM (target <= 1.04), train step Med-SA / LoRA (target <= 1.0), and the time
-cost of checkpointing (medsa+ckpt / medsa step); whole-process peak with checkpointing at 1024 (target <= 4.7 GB).
+parameters. Ratios: forward Med-SA / SAM (target <= 1.04) and LoRA / SAM, each the median of the per-repeat ratios
+(each repeat times the variants back to back, in a rotating order) with a distribution-free 95% interval of that
+median, since single timings on a shared CPU scatter by several percent; train step Med-SA / LoRA (target <= 1.0),
+and the time cost of checkpointing (medsa+ckpt / medsa step); whole-process peak with checkpointing at 1024 (target
+<= 4.7 GB).
 
 Memory: on CUDA, ``torch.cuda.max_memory_allocated`` during the steps minus the allocation before them (steps) and
 in all (process). On CPU each training variant runs in its own subprocess, in turn (rounds interleave the variants);
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -95,8 +99,11 @@ def timed(fn, device: str) -> float:
 
 
 def bench_inference(image_size: int, r: int, repeats: int, device: str, dtype: torch.dtype,
-                    variants: list[str]) -> dict[str, float]:
-    """Median forward seconds per variant (``medsa+ckpt`` and ``full`` forward as ``medsa`` and ``sam``)."""
+                    variants: list[str]) -> dict[str, list[float]]:
+    """Forward seconds per variant and repeat (``medsa+ckpt`` and ``full`` forward as ``medsa`` and ``sam``).
+
+    Each repeat times every variant once, back to back, in an order rotated from one repeat to the next, so that a
+    slow second of the machine hits the variants of one repeat alike: `paired_ratio` divides within repeats."""
     names = [v for v in ("sam", "medsa", "lora") if v in variants or v == "sam"]
     models = {v: build(image_size, v, r).to(device, dtype).eval() for v in names}
     x = inputs(image_size, 1, device, dtype)
@@ -104,10 +111,30 @@ def bench_inference(image_size: int, r: int, repeats: int, device: str, dtype: t
     with torch.no_grad():
         for model in models.values():  # warm-up
             model(**x)
-        for _ in range(repeats):
-            for name, model in models.items():
-                times[name].append(timed(lambda m=model: m(**x), device))
-    return {v: statistics.median(t) for v, t in times.items()}
+        for repeat in range(repeats):
+            shift = repeat % len(names)
+            for name in names[shift:] + names[:shift]:
+                times[name].append(timed(lambda m=models[name]: m(**x), device))
+    return times
+
+
+def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Median of ``values`` and a distribution-free confidence interval for it (order statistics: the interval
+    ``[x_(j), x_(n+1-j)]`` with the largest ``j`` whose binomial(n, 1/2) coverage is at least ``level``)."""
+    data, n = sorted(values), len(values)
+    j = 0
+    for k in range(1, n // 2 + 1):  # coverage of [x_(k), x_(n+1-k)] = 1 - 2 P(Bin(n, 1/2) < k)
+        if 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2**n >= level:
+            j = k
+    low, high = (data[j - 1], data[n - j]) if j else (data[0], data[-1])
+    return statistics.median(data), low, high
+
+
+def paired_ratio(times: dict[str, list[float]], variant: str, reference: str = "sam") -> str:
+    """``variant / reference`` forward time: median of the per-repeat ratios with its 95% interval."""
+    ratios = [a / b for a, b in zip(times[variant], times[reference])]
+    mid, low, high = median_interval(ratios)
+    return f"{mid:.3f} (95% interval of the median {low:.3f}-{high:.3f}, {len(ratios)} paired repeats)"
 
 
 class RssPeak:
@@ -200,9 +227,10 @@ def bench_training(image_size: int, r: int, steps: int, rounds: int, device: str
     }
 
 
-def report(size: int, forward: dict[str, float], training: dict[str, dict], variants: list[str]) -> str:
-    """The table of one size and its ratios, as printed."""
+def report(size: int, times: dict[str, list[float]], training: dict[str, dict], variants: list[str]) -> str:
+    """The table of one size and its ratios, as printed (``times``: forward seconds per variant and repeat)."""
     gb = 1e9
+    forward = {v: statistics.median(t) for v, t in times.items()}
     lines = [f"ViT-B {size}:", "| method | forward s | train step s | step peak GB | process peak GB | trainable |",
              "|---|---:|---:|---:|---:|---:|"]
     for v in variants:
@@ -212,10 +240,10 @@ def report(size: int, forward: dict[str, float], training: dict[str, dict], vari
         cells += [f"{t['step_s']:.3f}", f"{t['peak_bytes'] / gb:.2f}", f"{t['process_peak_bytes'] / gb:.2f}",
                   f"{t['trainable'] / 1e6:.2f}M"] if t else ["-", "-", "-", "0" if v == "sam" else "-"]
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
-    if "medsa" in forward and "sam" in forward:
-        lines.append(f"forward Med-SA / SAM: {forward['medsa'] / forward['sam']:.3f} (target <= 1.04)")
-    if "lora" in forward and "sam" in forward:
-        lines.append(f"forward LoRA / SAM: {forward['lora'] / forward['sam']:.3f}")
+    if "medsa" in times and "sam" in times:
+        lines.append(f"forward Med-SA / SAM: {paired_ratio(times, 'medsa')} (target <= 1.04)")
+    if "lora" in times and "sam" in times:
+        lines.append(f"forward LoRA / SAM: {paired_ratio(times, 'lora')}")
     if "medsa" in training and "lora" in training:
         ratio = training["medsa"]["step_s"] / training["lora"]["step_s"]
         lines.append(f"train step Med-SA / LoRA: {ratio:.3f} (target <= 1.0)")
@@ -240,7 +268,7 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", choices=["inference", "training"], default=["inference", "training"])
     parser.add_argument("--sizes", nargs="+", type=int, default=None, help="image sizes (default 256 1024)")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
-    parser.add_argument("--repeats", type=int, default=None, help="forward repeats (default 5 at 256, 3 at 1024)")
+    parser.add_argument("--repeats", type=int, default=None, help="forward repeats (default 21 at 256, 7 at 1024)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per process (default 3 at 256, 1)")
     parser.add_argument("--rounds", type=int, default=None, help="processes per variant (default 2 at 256, 1)")
     parser.add_argument("--image-size", type=int, default=256, help=argparse.SUPPRESS)
@@ -258,16 +286,16 @@ def main() -> None:
     sizes = args.sizes or ([256] if args.quick else [256, 1024])
     for size in sizes:
         small = size <= 256
-        forward = {}
+        times = {}
         if "inference" in args.parts:
-            repeats = args.repeats or (2 if args.quick else (5 if small else 3))
-            forward = bench_inference(size, args.r, repeats, args.device, dtype, args.variants)
+            repeats = args.repeats or (2 if args.quick else (21 if small else 7))
+            times = bench_inference(size, args.r, repeats, args.device, dtype, args.variants)
         training = {}
         if "training" in args.parts:
             steps = args.steps or (1 if args.quick or not small else 3)
             rounds = args.rounds or (1 if args.quick or not small else 2)
             training = bench_training(size, args.r, steps, rounds, args.device, dtype, args.variants)
-        print(report(size, forward, training, args.variants), flush=True)
+        print(report(size, times, training, args.variants), flush=True)
 
 
 if __name__ == "__main__":
