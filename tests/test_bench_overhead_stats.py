@@ -25,4 +25,4 @@ def test_median_interval_uses_the_order_statistics_of_the_binomial_table(n, rank
 def test_paired_ratio_divides_within_repeats():
     # a machine that slows down over the run: the per-repeat ratio stays 1.02, the ratio of medians would not
     times = {"sam": [1.0, 2.0, 3.0, 4.0, 5.0], "medsa": [1.02, 2.04, 3.06, 4.08, 5.10]}
-    assert paired_ratio(times, "medsa").startswith("1.020 (95% interval of the median 1.020-1.020, 5 paired")
+    assert paired_ratio(times, "medsa").startswith("1.020 (95% interval of the median 1.020-1.020, 5 paired repeats; ")
