@@ -124,6 +124,24 @@ class TestAgainstMonai:
         assert compute_iou(pred, gt) == pytest.approx(iou, rel=1e-6)
         assert compute_hd95(pred, gt, spacing=spacing) == pytest.approx(hd95, rel=1e-5)
 
+    @pytest.mark.parametrize("where", ["edge", "small"])
+    def test_cropped_surfaces_match_at_the_array_edge_and_far_inside(self, where):
+        # surfaces are taken on the union's bounding box (+1 voxel): masks that touch the array's edge (outside counts
+        # as background) and small masks far inside a large volume must give MONAI's full-array distances
+        from monai.metrics import compute_hausdorff_distance
+
+        gt = np.zeros((12, 40, 40), dtype=bool)
+        pred = np.zeros_like(gt)
+        if where == "edge":
+            gt[:, :15, :20], pred[:, :18, 3:25], pred[0, 30:, 30:] = True, True, True
+        else:
+            gt[5:7, 20:24, 18:23], pred[6:8, 21:26, 19:22] = True, True
+        spacing = (3.0, 0.8, 0.7)
+        reference = compute_hausdorff_distance(
+            onehot(pred), onehot(gt), include_background=True, percentile=95, spacing=spacing
+        ).item()
+        assert compute_hd95(pred, gt, spacing=spacing) == pytest.approx(reference, rel=1e-6)
+
     def test_label_maps_per_class(self):
         from monai.metrics import DiceMetric, compute_hausdorff_distance
 

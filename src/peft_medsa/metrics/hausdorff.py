@@ -79,14 +79,16 @@ def surface_distances(
     if not pred.any() or not gt.any():
         raise ValueError("surface_distances needs two non-empty masks; use compute_hd95 for empty-mask handling")
     sampling = _spacing_tuple(spacing, pred.ndim)
-    # Crop to the bounding box of the union (plus a one-voxel margin): every surface voxel and its nearest
-    # counterpart lie inside, so the distances are exact and the distance transform is smaller.
+    # Crop to the bounding box of the union (plus a one-voxel margin) before anything else: every surface voxel and
+    # its nearest counterpart lie inside, and every face neighbour of a foreground voxel lies inside or beyond the
+    # array's edge (background either way), so the surfaces and distances are exact and the erosion and distance
+    # transform run on the crop only.
     coords = np.argwhere(pred | gt)
     lo = np.maximum(coords.min(axis=0) - 1, 0)
     hi = coords.max(axis=0) + 2
     window = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-    surface_pred = mask_surface(pred)[window]
-    surface_gt = mask_surface(gt)[window]
+    surface_pred = mask_surface(pred[window])
+    surface_gt = mask_surface(gt[window])
     dist_to_gt = ndimage.distance_transform_edt(~surface_gt, sampling=sampling)
     dist_to_pred = ndimage.distance_transform_edt(~surface_pred, sampling=sampling)
     return dist_to_gt[surface_pred].astype(np.float64), dist_to_pred[surface_gt].astype(np.float64)
