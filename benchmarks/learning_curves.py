@@ -295,8 +295,9 @@ def write_outputs(rows: list[dict], out: Path) -> None:
     for name in sorted({r["set"] for r in rows}):
         plot(name, rows, out)
     text = summary(rows)
-    if any(r["method"] == "medsa" for r in rows) and any(r["method"] == "full" for r in rows):
-        text += "\n" + verdict(rows)
+    for versus in ("full", "lora", "decoder"):
+        if any(r["method"] == "medsa" for r in rows) and any(r["method"] == versus for r in rows):
+            text += "\n" + verdict(rows, versus)
     text += "\n" + boxes(rows)
     (out / "summary.md").write_text(text)
 
