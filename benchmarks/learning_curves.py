@@ -19,7 +19,9 @@ back-propagate through the whole encoder (full, LoRA), whose steps cost several 
 them side by side at equal training time. Training wall time excludes the evaluations.
 
 Outputs (``--out``, default ``outputs/learning_curves``): ``curves.csv`` (one row per set, method, seed, step and
-setting), ``<set>.png`` (Dice against steps and against seconds, 1-point and BBox 0.75), ``summary.md``.
+setting), ``<set>.png`` (Dice against steps and against seconds, 1-point and BBox 0.75), ``summary.md`` (the mean
+curves; Med-SA against each other method present at equal training time and at equal steps; tight-box Dice against
+zero-shot and the ellipse in the tight box).
 
 Usage:
     python benchmarks/learning_curves.py                       # all four sets, seed 0
@@ -238,13 +240,16 @@ def _seconds(rows: list[dict], name: str, method: str, step: int) -> float:
                           (name, method, step)]))
 
 
-def verdict(rows: list[dict], versus: str = "full") -> str:
-    """Markdown: Med-SA against ``versus`` at equal training time, per set and point / box setting.
+def verdict(rows: list[dict], versus: str = "full", at: str = "time") -> str:
+    """Markdown: Med-SA against ``versus`` at equal training time (or steps), per set and point / box setting.
 
-    For each set, ``versus`` is taken at its last checkpoint (training time T); Med-SA at its last checkpoint whose
-    mean training time is at most T (so Med-SA never has more time). Mean ± std over the training seeds; a cell is
-    won when Med-SA's mean is at least the other's.
+    For each set, ``versus`` is taken at its last checkpoint (training time T, S steps). With ``at="time"``, Med-SA is
+    taken at its last checkpoint whose mean training time is at most T (so Med-SA never has more time); with
+    ``at="steps"``, at S steps (sets where Med-SA has no S-step checkpoint are left out). Mean ± std over the
+    training seeds; a cell is won when Med-SA's mean is at least the other's.
     """
+    if at not in ("time", "steps"):
+        raise ValueError(f"at must be 'time' or 'steps', got {at!r}")
     settings = ("1pt", "3pt", "bbox0.5", "bbox0.75")
     lines = [f"| set | Med-SA steps (s) | {versus} steps (s) | " + " | ".join(settings) + " |",
              "|---|---|---|" + "---|" * len(settings)]
@@ -255,8 +260,13 @@ def verdict(rows: list[dict], versus: str = "full") -> str:
         if not other_steps or not medsa_steps:
             continue
         t_other = _seconds(rows, name, versus, other_steps[-1])
-        fitting = [s for s in medsa_steps if _seconds(rows, name, "medsa", s) <= t_other] or medsa_steps[:1]
-        step = fitting[-1]
+        if at == "steps":
+            if other_steps[-1] not in medsa_steps:
+                continue
+            step = other_steps[-1]
+        else:
+            fitting = [s for s in medsa_steps if _seconds(rows, name, "medsa", s) <= t_other] or medsa_steps[:1]
+            step = fitting[-1]
         cells = []
         for setting in settings:
             m, m_sd, n = _cell(rows, name, "medsa", step, setting)
@@ -268,7 +278,8 @@ def verdict(rows: list[dict], versus: str = "full") -> str:
                      f"({t_other:.0f}) | " + " | ".join(cells) + " |")
     seeds = sorted({r["seed"] for r in rows if r["method"] == "medsa"})
     lines.append("")
-    lines.append(f"Med-SA at equal or less training time wins {won} of {total} cells against {versus} "
+    budget = "equal or less training time" if at == "time" else "the same number of steps"
+    lines.append(f"Med-SA at {budget} wins {won} of {total} cells against {versus} "
                  f"(training seeds {seeds}; bold: won).")
     return "\n".join(lines) + "\n"
 
@@ -297,7 +308,7 @@ def write_outputs(rows: list[dict], out: Path) -> None:
     text = summary(rows)
     for versus in ("full", "lora", "decoder"):
         if any(r["method"] == "medsa" for r in rows) and any(r["method"] == versus for r in rows):
-            text += "\n" + verdict(rows, versus)
+            text += "\n" + verdict(rows, versus) + "\n" + verdict(rows, versus, at="steps")
     text += "\n" + boxes(rows)
     (out / "summary.md").write_text(text)
 

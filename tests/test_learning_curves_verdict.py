@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from learning_curves import SETTINGS, verdict, write_outputs  # noqa: E402
@@ -48,3 +50,23 @@ def test_write_outputs_has_a_verdict_per_method_present(tmp_path):
     assert "wins 0 of 4 cells against lora" in text
     assert "against decoder" not in text
     assert (tmp_path / "isic.png").stat().st_size > 0
+
+
+def test_equal_steps_verdict_takes_medsa_at_the_other_methods_last_step():
+    rows = _rows("medsa", 25, 100.0, 80.0) + _rows("medsa", 100, 400.0, 95.0) + _rows("decoder", 100, 120.0, 90.0)
+    by_time = verdict(rows, "decoder")
+    assert "| isic | 25 (100) | 100 (120) |" in by_time
+    assert "wins 0 of 4 cells against decoder" in by_time
+    by_steps = verdict(rows, "decoder", at="steps")
+    assert "| isic | 100 (400) | 100 (120) |" in by_steps
+    assert "**95.5 ± 0.5** vs 90.5 ± 0.5" in by_steps  # won: bold
+    assert "the same number of steps wins 4 of 4 cells against decoder" in by_steps
+
+
+def test_equal_steps_verdict_leaves_out_sets_without_that_step():
+    rows = _rows("medsa", 25, 100.0, 80.0) + _rows("lora", 50, 300.0, 85.0)
+    text = verdict(rows, "lora", at="steps")
+    assert "| isic |" not in text
+    assert "wins 0 of 0 cells" in text
+    with pytest.raises(ValueError, match="'time' or 'steps'"):
+        verdict(rows, "lora", at="wall")
