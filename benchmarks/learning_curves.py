@@ -243,9 +243,9 @@ def _seconds(rows: list[dict], name: str, method: str, step: int) -> float:
 def verdict(rows: list[dict], versus: str = "full", at: str = "time") -> str:
     """Markdown: Med-SA against ``versus`` at equal training time (or steps), per set and point / box setting.
 
-    For each set, ``versus`` is taken at its last checkpoint (training time T, S steps). With ``at="time"``, Med-SA is
-    taken at its last checkpoint whose mean training time is at most T (so Med-SA never has more time); with
-    ``at="steps"``, at S steps (sets where Med-SA has no S-step checkpoint are left out). Mean ± std over the
+    With ``at="time"``, ``versus`` is taken at its last checkpoint (training time T) and Med-SA at its last checkpoint
+    whose mean training time is at most T (so Med-SA never has more time). With ``at="steps"``, both are taken at the
+    largest step count they both have a checkpoint at (sets with none in common are left out). Mean ± std over the
     training seeds; a cell is won when Med-SA's mean is at least the other's.
     """
     if at not in ("time", "steps"):
@@ -261,9 +261,12 @@ def verdict(rows: list[dict], versus: str = "full", at: str = "time") -> str:
             continue
         t_other = _seconds(rows, name, versus, other_steps[-1])
         if at == "steps":
-            if other_steps[-1] not in medsa_steps:
+            common = sorted(set(other_steps) & set(medsa_steps))
+            if not common:
                 continue
-            step = other_steps[-1]
+            step = common[-1]
+            other_steps = [s for s in other_steps if s <= step]
+            t_other = _seconds(rows, name, versus, step)
         else:
             fitting = [s for s in medsa_steps if _seconds(rows, name, "medsa", s) <= t_other] or medsa_steps[:1]
             step = fitting[-1]

@@ -52,10 +52,11 @@ def test_write_outputs_has_a_verdict_per_method_present(tmp_path):
     assert (tmp_path / "isic.png").stat().st_size > 0
 
 
-def test_equal_steps_verdict_takes_medsa_at_the_other_methods_last_step():
+def test_equal_steps_verdict_takes_both_at_their_largest_common_step():
     rows = _rows("medsa", 25, 100.0, 80.0) + _rows("medsa", 100, 400.0, 95.0) + _rows("decoder", 100, 120.0, 90.0)
+    rows += _rows("decoder", 330, 300.0, 99.0, seeds=(0,))  # beyond Med-SA's last checkpoint: not compared by steps
     by_time = verdict(rows, "decoder")
-    assert "| isic | 25 (100) | 100 (120) |" in by_time
+    assert "| isic | 25 (100) | 330 (300) |" in by_time
     assert "wins 0 of 4 cells against decoder" in by_time
     by_steps = verdict(rows, "decoder", at="steps")
     assert "| isic | 100 (400) | 100 (120) |" in by_steps
@@ -63,7 +64,7 @@ def test_equal_steps_verdict_takes_medsa_at_the_other_methods_last_step():
     assert "the same number of steps wins 4 of 4 cells against decoder" in by_steps
 
 
-def test_equal_steps_verdict_leaves_out_sets_without_that_step():
+def test_equal_steps_verdict_leaves_out_sets_without_a_common_step():
     rows = _rows("medsa", 25, 100.0, 80.0) + _rows("lora", 50, 300.0, 85.0)
     text = verdict(rows, "lora", at="steps")
     assert "| isic |" not in text
