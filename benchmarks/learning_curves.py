@@ -259,25 +259,25 @@ def verdict(rows: list[dict], versus: str = "full", at: str = "time") -> str:
         medsa_steps = sorted({r["step"] for r in rows if (r["set"], r["method"]) == (name, "medsa")})
         if not other_steps or not medsa_steps:
             continue
-        t_other = _seconds(rows, name, versus, other_steps[-1])
         if at == "steps":
             common = sorted(set(other_steps) & set(medsa_steps))
             if not common:
                 continue
-            step = common[-1]
-            other_steps = [s for s in other_steps if s <= step]
-            t_other = _seconds(rows, name, versus, step)
+            step = other_step = common[-1]
+            t_other = _seconds(rows, name, versus, other_step)
         else:
+            other_step = other_steps[-1]
+            t_other = _seconds(rows, name, versus, other_step)
             fitting = [s for s in medsa_steps if _seconds(rows, name, "medsa", s) <= t_other] or medsa_steps[:1]
             step = fitting[-1]
         cells = []
         for setting in settings:
             m, m_sd, n = _cell(rows, name, "medsa", step, setting)
-            o, o_sd, k = _cell(rows, name, versus, other_steps[-1], setting)
+            o, o_sd, k = _cell(rows, name, versus, other_step, setting)
             win = m >= o
             won, total = won + win, total + 1
             cells.append(f"{'**' if win else ''}{m:.1f} ± {m_sd:.1f}{'**' if win else ''} vs {o:.1f} ± {o_sd:.1f}")
-        lines.append(f"| {name} | {step} ({_seconds(rows, name, 'medsa', step):.0f}) | {other_steps[-1]} "
+        lines.append(f"| {name} | {step} ({_seconds(rows, name, 'medsa', step):.0f}) | {other_step} "
                      f"({t_other:.0f}) | " + " | ".join(cells) + " |")
     seeds = sorted({r["seed"] for r in rows if r["method"] == "medsa"})
     lines.append("")
