@@ -1,4 +1,4 @@
-"""The equal-time and equal-steps verdicts of `benchmarks/learning_curves.py`, on made-up curves whose answer is known."""
+"""The equal-time and equal-steps verdicts of `benchmarks/learning_curves.py`, on made-up curves with known answers."""
 
 from __future__ import annotations
 
