@@ -20,12 +20,15 @@ them side by side at equal training time. Training wall time excludes the evalua
 
 Outputs (``--out``, default ``outputs/learning_curves``): ``curves.csv`` (one row per set, method, seed, step and
 setting), ``<set>.png`` (Dice against steps and against seconds, 1-point and BBox 0.75), ``summary.md`` (the mean
-curves; Med-SA against each other method present at equal training time and at equal steps; tight-box Dice against
+curves; Med-SA against each other method present at equal training time and at equal steps; each changed recipe
+(``--override``, rows labelled ``--tag``) against the default at their last checkpoints; tight-box Dice against
 zero-shot and the ellipse in the tight box).
 
 Usage:
     python benchmarks/learning_curves.py                       # all four sets, seed 0
     python benchmarks/learning_curves.py --sets ddti --seeds 0 1 2 --methods medsa
+    python benchmarks/learning_curves.py --sets isic --methods medsa --checkpoints 300 --override box_iou_max=1.0 \\
+        --tag medsa-tightbox                                  # a changed recipe, compared with the default's rows
     python benchmarks/learning_curves.py --quick               # smoke run (ISIC, 4 train / 2 val, 2 steps)
     python benchmarks/learning_curves.py --merge a/curves.csv b.log --out outputs/learning_curves   # join runs
 """
@@ -65,16 +68,47 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--override", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="Med-SA recipe changes (TrainingConfig fields, values as Python literals), e.g. "
+                        "box_iou_max=1.0 initial_clicks=1 (the steps come from --checkpoints); "
+                        "the rows are labelled with --tag")
+    parser.add_argument("--tag", default=None, help="method label of the Med-SA rows of an --override run")
     parser.add_argument("--quick", action="store_true", help="smoke run: ISIC, 4 train / 2 val images, 2 steps")
     parser.add_argument("--merge", nargs="+", type=Path, default=None,
                         help="join earlier runs (their curves.csv, or the JSON lines of their logs) into --out")
     args = parser.parse_args(argv)
+    args.overrides = parse_overrides(args.override)
+    if args.overrides and not args.tag:
+        parser.error("--override needs --tag (a method label such as medsa-tightbox), so that the rows of a changed "
+                     "recipe are not mistaken for the default's")
     if args.quick:
         args.sets, args.checkpoints, args.repeats, args.max_steps_expensive = ["isic"], [2], 1, 2
     return args
 
 
-def build(method: str, seed: int):
+def parse_overrides(items: list[str]) -> dict:
+    """``["box_iou_max=1.0", "max_steps=300"]`` -> ``{"box_iou_max": 1.0, "max_steps": 300}`` (checked against
+    :class:`TrainingConfig`'s fields)."""
+    import ast
+    from dataclasses import fields
+
+    from peft_medsa.training import TrainingConfig
+
+    known = {f.name for f in fields(TrainingConfig)}
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in known or key in ("max_steps", "seed", "output_dir"):
+            raise SystemExit(f"--override {item!r}: expected KEY=VALUE with KEY a TrainingConfig field "
+                             f"other than max_steps (set by --checkpoints), seed (--seeds) and output_dir")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def build(method: str, seed: int, overrides: dict | None = None):
     """``(model, TrainingConfig kwargs)`` of ``method``; the config follows the LiteMedSAM recipe."""
     from peft import LoraConfig, get_peft_model
 
@@ -86,6 +120,7 @@ def build(method: str, seed: int):
     training = dict(recipe.training)
     torch.manual_seed(seed)
     if method == "medsa":
+        training.update(overrides or {})
         return get_peft_model(base, recipe.peft_config), training
     training["learning_rate"] = LEARNING_RATES[method]
     if method == "lora":
@@ -136,7 +171,8 @@ def ellipse_dice(samples: list[dict]) -> float:
 def run_one(name: str, method: str, seed: int, train, val, args, rows: list[dict]) -> None:
     from peft_medsa.training import MedSATrainer, TrainingConfig
 
-    model, training = build(method, seed)
+    model, training = build(method, seed, args.overrides)
+    label = args.tag if method == "medsa" and args.tag else method
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     steps = [c for c in args.checkpoints if method not in EXPENSIVE or c <= args.max_steps_expensive]
     clock = {"train": 0.0, "mark": time.perf_counter()}
@@ -146,10 +182,10 @@ def run_one(name: str, method: str, seed: int, train, val, args, rows: list[dict
         if step in steps:
             dice = evaluate(model, val, args.repeats)
             for setting, value in dice.items():
-                rows.append({"set": name, "method": method, "seed": seed, "step": step, "setting": setting,
+                rows.append({"set": name, "method": label, "seed": seed, "step": step, "setting": setting,
                              "dice": round(value, 2), "train_seconds": round(clock["train"], 1),
                              "trainable": trainable})
-            record = {"set": name, "method": method, "seed": seed, "step": step,
+            record = {"set": name, "method": label, "seed": seed, "step": step,
                       "train_s": round(clock["train"], 1), "trainable": trainable}
             print(json.dumps({**record, **{k: round(v, 1) for k, v in dice.items()}}), flush=True)
         clock["mark"] = time.perf_counter()
@@ -217,8 +253,9 @@ def summary(rows: list[dict]) -> str:
     """Markdown: per set, method and step, the training seconds and the Dice of every setting (mean over seeds)."""
     lines = ["| set | method | steps | train s | " + " | ".join(SETTINGS) + " |",
              "|---|---|---:|---:|" + "---:|" * len(SETTINGS)]
+    order = ["zero-shot", "ellipse-in-tight-box", *METHODS]
     keys = sorted({(r["set"], r["method"], r["step"]) for r in rows},
-                  key=lambda k: (k[0], ["zero-shot", "ellipse-in-tight-box", *METHODS].index(k[1]), k[2]))
+                  key=lambda k: (k[0], order.index(k[1]) if k[1] in order else len(order), k[1], k[2]))
     for name, method, step in keys:
         mine = [r for r in rows if (r["set"], r["method"], r["step"]) == (name, method, step)]
         dice = {s: [r["dice"] for r in mine if r["setting"] == s] for s in SETTINGS}
@@ -287,6 +324,31 @@ def verdict(rows: list[dict], versus: str = "full", at: str = "time") -> str:
     return "\n".join(lines) + "\n"
 
 
+def compare_recipes(rows: list[dict], variant: str, base: str = "medsa") -> str:
+    """Markdown: a changed recipe (``variant``, the rows of an ``--override`` run) against ``base``, each at its last
+    checkpoint, per set and setting (tight box included); mean ± std over training seeds, bold where the variant's
+    mean is at least the base's."""
+    lines = [f"| set | {variant} steps (s) | {base} steps (s) | " + " | ".join(SETTINGS) + " |",
+             "|---|---|---|" + "---|" * len(SETTINGS)]
+    won = total = 0
+    for name in sorted({r["set"] for r in rows}):
+        last = {m: max((r["step"] for r in rows if (r["set"], r["method"]) == (name, m)), default=None)
+                for m in (variant, base)}
+        if None in last.values():
+            continue
+        cells = []
+        for setting in SETTINGS:
+            v, v_sd, _ = _cell(rows, name, variant, last[variant], setting)
+            b, b_sd, _ = _cell(rows, name, base, last[base], setting)
+            win = v >= b
+            won, total = won + win, total + 1
+            cells.append(f"{'**' if win else ''}{v:.1f} ± {v_sd:.1f}{'**' if win else ''} vs {b:.1f} ± {b_sd:.1f}")
+        lines.append(f"| {name} | {last[variant]} ({_seconds(rows, name, variant, last[variant]):.0f}) | {last[base]} "
+                     f"({_seconds(rows, name, base, last[base]):.0f}) | " + " | ".join(cells) + " |")
+    lines += ["", f"{variant} is at or above {base} in {won} of {total} cells (bold)."]
+    return "\n".join(lines) + "\n"
+
+
 def boxes(rows: list[dict]) -> str:
     """Markdown: tight-box Dice of Med-SA at each checkpoint against zero-shot and the ellipse inside the tight box."""
     lines = ["| set | zero-shot | ellipse in tight box | Med-SA (steps: mean ± std over seeds) |",
@@ -312,6 +374,9 @@ def write_outputs(rows: list[dict], out: Path) -> None:
     for versus in ("full", "lora", "decoder"):
         if any(r["method"] == "medsa" for r in rows) and any(r["method"] == versus for r in rows):
             text += "\n" + verdict(rows, versus) + "\n" + verdict(rows, versus, at="steps")
+    for variant in sorted({r["method"] for r in rows} - {"zero-shot", "ellipse-in-tight-box", *METHODS}):
+        if any(r["method"] == "medsa" for r in rows):
+            text += "\n" + compare_recipes(rows, variant)
     text += "\n" + boxes(rows)
     (out / "summary.md").write_text(text)
 

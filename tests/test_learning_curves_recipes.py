@@ -1,0 +1,71 @@
+"""Changed recipes in `benchmarks/learning_curves.py`: the --override parser and the comparison with the default."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from learning_curves import SETTINGS, compare_recipes, parse_args, parse_overrides, summary  # noqa: E402
+
+
+def _rows(method: str, step: int, dice: float, seeds=(0, 1, 2)) -> list[dict]:
+    return [
+        {
+            "set": "ddti",
+            "method": method,
+            "seed": seed,
+            "step": step,
+            "setting": setting,
+            "dice": dice + (setting == "bbox") * 5.0 + seed,
+            "train_seconds": 3.0 * step,
+            "trainable": 1,
+        }
+        for seed in seeds
+        for setting in SETTINGS
+    ]
+
+
+def test_overrides_are_parsed_as_python_literals_of_training_config_fields():
+    assert parse_overrides(["box_iou_max=1.0", "initial_clicks=1", "lr_scheduler=linear"]) == {
+        "box_iou_max": 1.0,
+        "initial_clicks": 1,
+        "lr_scheduler": "linear",
+    }
+
+
+@pytest.mark.parametrize("item", ["max_steps=300", "seed=3", "no_such_field=1", "box_iou_max"])
+def test_overrides_that_the_script_sets_itself_or_that_are_not_fields_are_refused(item):
+    with pytest.raises(SystemExit, match="expected KEY=VALUE with KEY a TrainingConfig field"):
+        parse_overrides([item])
+
+
+def test_an_override_without_a_tag_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--override", "box_iou_max=1.0"])
+    assert "--override needs --tag" in capsys.readouterr().err
+
+
+def test_a_changed_recipe_is_compared_at_its_last_checkpoint_with_the_defaults_last():
+    rows = (
+        _rows("medsa", 100, 70.0)
+        + _rows("medsa", 200, 80.0)
+        + _rows("medsa-v", 100, 75.0)
+        + _rows("medsa-v", 300, 79.0)
+    )
+    text = compare_recipes(rows, "medsa-v")
+    line = next(row for row in text.splitlines() if row.startswith("| ddti |"))
+    assert line.startswith("| ddti | 300 (900) | 200 (600) |")
+    assert "80.0 ± 0.8 vs 81.0 ± 0.8" in line  # seeds add 0, 1, 2: mean +1, population std 0.8
+    assert "medsa-v is at or above medsa in 0 of 5 cells" in text
+    rows += _rows("medsa-v", 400, 81.0)
+    assert "in 5 of 5 cells" in compare_recipes(rows, "medsa-v")
+
+
+def test_the_summary_lists_a_tagged_recipe_after_the_known_methods():
+    text = summary(_rows("medsa-v", 300, 79.0) + _rows("medsa", 200, 80.0) + _rows("zero-shot", 0, 10.0, seeds=(0,)))
+    methods = [line.split("|")[2].strip() for line in text.splitlines()[2:]]
+    assert methods == ["zero-shot", "medsa", "medsa-v"]
