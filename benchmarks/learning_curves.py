@@ -87,7 +87,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def parse_overrides(items: list[str]) -> dict:
-    """``["box_iou_max=1.0", "max_steps=300"]`` -> ``{"box_iou_max": 1.0, "max_steps": 300}`` (checked against
+    """``["box_iou_max=1.0", "initial_clicks=1"]`` -> ``{"box_iou_max": 1.0, "initial_clicks": 1}`` (checked against
     :class:`TrainingConfig`'s fields)."""
     import ast
     from dataclasses import fields
@@ -272,6 +272,14 @@ def _cell(rows: list[dict], name: str, method: str, step: int, setting: str) -> 
     return (float(np.mean(values)), float(np.std(values)), len(values)) if values else (float("nan"), 0.0, 0)
 
 
+def _versus(mine: tuple[float, float, int], other: tuple[float, float, int]) -> tuple[str, bool]:
+    """``("**m ± sd** vs o ± sd", won)`` of two :func:`_cell` results; won (bold) when ``mine``'s mean is at least the
+    other's."""
+    (m, m_sd, _), (o, o_sd, _) = mine, other
+    win = m >= o
+    return f"{'**' if win else ''}{m:.1f} ± {m_sd:.1f}{'**' if win else ''} vs {o:.1f} ± {o_sd:.1f}", win
+
+
 def _seconds(rows: list[dict], name: str, method: str, step: int) -> float:
     return float(np.mean([r["train_seconds"] for r in rows if (r["set"], r["method"], r["step"]) ==
                           (name, method, step)]))
@@ -309,11 +317,10 @@ def verdict(rows: list[dict], versus: str = "full", at: str = "time") -> str:
             step = fitting[-1]
         cells = []
         for setting in settings:
-            m, m_sd, n = _cell(rows, name, "medsa", step, setting)
-            o, o_sd, k = _cell(rows, name, versus, other_step, setting)
-            win = m >= o
+            text, win = _versus(_cell(rows, name, "medsa", step, setting), _cell(rows, name, versus, other_step,
+                                                                                  setting))
             won, total = won + win, total + 1
-            cells.append(f"{'**' if win else ''}{m:.1f} ± {m_sd:.1f}{'**' if win else ''} vs {o:.1f} ± {o_sd:.1f}")
+            cells.append(text)
         lines.append(f"| {name} | {step} ({_seconds(rows, name, 'medsa', step):.0f}) | {other_step} "
                      f"({t_other:.0f}) | " + " | ".join(cells) + " |")
     seeds = sorted({r["seed"] for r in rows if r["method"] == "medsa"})
@@ -338,11 +345,10 @@ def compare_recipes(rows: list[dict], variant: str, base: str = "medsa") -> str:
             continue
         cells = []
         for setting in SETTINGS:
-            v, v_sd, _ = _cell(rows, name, variant, last[variant], setting)
-            b, b_sd, _ = _cell(rows, name, base, last[base], setting)
-            win = v >= b
+            text, win = _versus(_cell(rows, name, variant, last[variant], setting),
+                                _cell(rows, name, base, last[base], setting))
             won, total = won + win, total + 1
-            cells.append(f"{'**' if win else ''}{v:.1f} ± {v_sd:.1f}{'**' if win else ''} vs {b:.1f} ± {b_sd:.1f}")
+            cells.append(text)
         lines.append(f"| {name} | {last[variant]} ({_seconds(rows, name, variant, last[variant]):.0f}) | {last[base]} "
                      f"({_seconds(rows, name, base, last[base]):.0f}) | " + " | ".join(cells) + " |")
     lines += ["", f"{variant} is at or above {base} in {won} of {total} cells (bold)."]
