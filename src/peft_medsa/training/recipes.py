@@ -53,7 +53,7 @@ LITE_MEDSAM = Recipe(
 """LiteMedSAM: adapters in the last TinyViT stage (blocks 8 and 9, so the frozen-prefix cache computes the first
 three stages once per image) and the mask decoder with HyP-Adpt, r = 16. Point batches start from one click
 (``initial_clicks=1``): with 1-3 start clicks and 0-2 corrective ones, a lone click (what a 1-point user gives) was
-trained in 1 micro-batch of 18; with one start click in 1 of 6, which raised the validation 1-point Dice on all four
+trained in 1 sample of 18; with one start click in 1 of 6, which raised the validation 1-point Dice on all four
 sets (``benchmarks/README.md``, "One start click")."""
 
 VIT_SAM = Recipe(
