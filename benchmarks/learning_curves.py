@@ -333,25 +333,33 @@ def verdict(rows: list[dict], versus: str = "full", at: str = "time") -> str:
 
 def compare_recipes(rows: list[dict], variant: str, base: str = "medsa") -> str:
     """Markdown: a changed recipe (``variant``, the rows of an ``--override`` run) against ``base``, each at its last
-    checkpoint, per set and setting (tight box included); mean ± std over training seeds, bold where the variant's
-    mean is at least the base's."""
+    checkpoint, per set and setting (tight box included); mean ± std over the training seeds that both have (paired:
+    a seed run for one side only is left out), bold where the variant's mean is at least the base's."""
     lines = [f"| set | {variant} steps (s) | {base} steps (s) | " + " | ".join(SETTINGS) + " |",
              "|---|---|---|" + "---|" * len(SETTINGS)]
     won = total = 0
+    used: set[int] = set()
     for name in sorted({r["set"] for r in rows}):
         last = {m: max((r["step"] for r in rows if (r["set"], r["method"]) == (name, m)), default=None)
                 for m in (variant, base)}
         if None in last.values():
             continue
+        seeds = set.intersection(*({r["seed"] for r in rows if (r["set"], r["method"], r["step"]) == (name, m, s)}
+                                   for m, s in last.items()))
+        if not seeds:
+            continue
+        used |= seeds
+        rows_paired = [r for r in rows if r["seed"] in seeds]
         cells = []
         for setting in SETTINGS:
-            text, win = _versus(_cell(rows, name, variant, last[variant], setting),
-                                _cell(rows, name, base, last[base], setting))
+            text, win = _versus(_cell(rows_paired, name, variant, last[variant], setting),
+                                _cell(rows_paired, name, base, last[base], setting))
             won, total = won + win, total + 1
             cells.append(text)
         lines.append(f"| {name} | {last[variant]} ({_seconds(rows, name, variant, last[variant]):.0f}) | {last[base]} "
                      f"({_seconds(rows, name, base, last[base]):.0f}) | " + " | ".join(cells) + " |")
-    lines += ["", f"{variant} is at or above {base} in {won} of {total} cells (bold)."]
+    lines += ["", f"{variant} is at or above {base} in {won} of {total} cells (bold; paired training seeds "
+              f"{sorted(used)})."]
     return "\n".join(lines) + "\n"
 
 

@@ -65,6 +65,16 @@ def test_a_changed_recipe_is_compared_at_its_last_checkpoint_with_the_defaults_l
     assert "in 5 of 5 cells" in compare_recipes(rows, "medsa-v")
 
 
+def test_a_changed_recipe_is_compared_on_the_training_seeds_both_recipes_have():
+    rows = _rows("medsa", 200, 80.0) + _rows("medsa-v", 200, 80.0, seeds=(0, 1, 2, 3, 4))
+    text = compare_recipes(rows, "medsa-v")
+    line = next(row for row in text.splitlines() if row.startswith("| ddti |"))
+    assert "**81.0 ± 0.8** vs 81.0 ± 0.8" in line  # seeds 3 and 4 (+3, +4) would make the variant's mean 82.0
+    assert "in 5 of 5 cells (bold; paired training seeds [0, 1, 2])" in text
+    assert "| ddti |" not in compare_recipes(_rows("medsa", 200, 80.0) + _rows("medsa-v", 200, 80.0, seeds=(5,)),
+                                             "medsa-v")
+
+
 def test_the_summary_lists_a_tagged_recipe_after_the_known_methods():
     text = summary(_rows("medsa-v", 300, 79.0) + _rows("medsa", 200, 80.0) + _rows("zero-shot", 0, 10.0, seeds=(0,)))
     methods = [line.split("|")[2].strip() for line in text.splitlines()[2:]]
