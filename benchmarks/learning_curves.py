@@ -21,7 +21,8 @@ them side by side at equal training time. Training wall time excludes the evalua
 Outputs (``--out``, default ``outputs/learning_curves``): ``curves.csv`` (one row per set, method, seed, step and
 setting), ``<set>.png`` (Dice against steps and against seconds, 1-point and BBox 0.75), ``summary.md`` (the mean
 curves; Med-SA against each other method present at equal training time and at equal steps; each changed recipe
-(``--override``, rows labelled ``--tag``) against the default at their last checkpoints; tight-box Dice against
+(``--override``, rows labelled ``--tag``) against the recipe it changes (:func:`recipe_parent`: ``medsa``, or the
+tag it extends, ``medsa-1click`` for ``medsa-1click-lr2e-3``) at their last checkpoints; tight-box Dice against
 zero-shot and the ellipse in the tight box).
 
 Usage:
@@ -363,6 +364,13 @@ def compare_recipes(rows: list[dict], variant: str, base: str = "medsa") -> str:
     return "\n".join(lines) + "\n"
 
 
+def recipe_parent(variant: str, labels: set[str]) -> str:
+    """The recipe a changed recipe is compared with: the longest other label that ``variant`` extends with ``-...``
+    (``medsa-1click-lr2e-3`` -> ``medsa-1click``, when both were run), else the ``medsa`` rows."""
+    parents = [label for label in labels if variant.startswith(label + "-")]
+    return max(parents, key=len, default="medsa")
+
+
 def boxes(rows: list[dict]) -> str:
     """Markdown: tight-box Dice of Med-SA at each checkpoint against zero-shot and the ellipse inside the tight box."""
     lines = ["| set | zero-shot | ellipse in tight box | Med-SA (steps: mean ± std over seeds) |",
@@ -388,9 +396,11 @@ def write_outputs(rows: list[dict], out: Path) -> None:
     for versus in ("full", "lora", "decoder"):
         if any(r["method"] == "medsa" for r in rows) and any(r["method"] == versus for r in rows):
             text += "\n" + verdict(rows, versus) + "\n" + verdict(rows, versus, at="steps")
-    for variant in sorted({r["method"] for r in rows} - {"zero-shot", "ellipse-in-tight-box", *METHODS}):
-        if any(r["method"] == "medsa" for r in rows):
-            text += "\n" + compare_recipes(rows, variant)
+    labels = {r["method"] for r in rows}
+    for variant in sorted(labels - {"zero-shot", "ellipse-in-tight-box", *METHODS}):
+        base = recipe_parent(variant, labels)
+        if base in labels:
+            text += "\n" + compare_recipes(rows, variant, base)
     text += "\n" + boxes(rows)
     (out / "summary.md").write_text(text)
 

@@ -9,7 +9,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from learning_curves import SETTINGS, compare_recipes, parse_args, parse_overrides, summary  # noqa: E402
+from learning_curves import (  # noqa: E402
+    SETTINGS,
+    compare_recipes,
+    parse_args,
+    parse_overrides,
+    recipe_parent,
+    summary,
+    write_outputs,
+)
 
 
 def _rows(method: str, step: int, dice: float, seeds=(0, 1, 2)) -> list[dict]:
@@ -79,3 +87,24 @@ def test_the_summary_lists_a_tagged_recipe_after_the_known_methods():
     text = summary(_rows("medsa-v", 300, 79.0) + _rows("medsa", 200, 80.0) + _rows("zero-shot", 0, 10.0, seeds=(0,)))
     methods = [line.split("|")[2].strip() for line in text.splitlines()[2:]]
     assert methods == ["zero-shot", "medsa", "medsa-v"]
+
+
+def test_a_recipe_changed_from_a_changed_recipe_is_compared_with_that_recipe():
+    labels = {"zero-shot", "medsa", "medsa-1click", "medsa-1click-lr2e-3", "medsa-300-tightbox"}
+    assert recipe_parent("medsa-1click-lr2e-3", labels) == "medsa-1click"
+    assert recipe_parent("medsa-1click", labels) == "medsa"
+    assert recipe_parent("medsa-300-tightbox", labels) == "medsa"
+    assert recipe_parent("medsa-1click-lr2e-3", {"medsa", "medsa-1click-lr2e-3"}) == "medsa"
+
+
+def test_the_merged_summary_compares_each_changed_recipe_with_its_parent(tmp_path):
+    rows = [
+        {**row, "dice": row["dice"] + offset}
+        for method, offset in (("medsa", 0.0), ("medsa-1click", 2.0), ("medsa-1click-lr2e-3", 1.0))
+        for row in _rows(method, 200, 80.0)
+    ]
+    write_outputs(rows, tmp_path)
+    text = (tmp_path / "summary.md").read_text()
+    assert "medsa-1click is at or above medsa in 5 of 5 cells" in text
+    assert "medsa-1click-lr2e-3 is at or above medsa-1click in 0 of 5 cells" in text
+    assert "medsa-1click-lr2e-3 is at or above medsa in" not in text
