@@ -18,6 +18,9 @@ BOOKKEEPING_FIELDS = ("output_dir", "resume", "overwrite", "show_progress", "cac
                       "prefetch", "collective_timeout")
 """Fields that may differ between a run and its resume (they change no number of the training)."""
 
+NEW_FIELDS = ("hflip_probability",)
+"""Fields added after the first release: a stored config without them was written with their default."""
+
 
 @dataclass
 class TrainingConfig:
@@ -49,6 +52,8 @@ class TrainingConfig:
         box_iou: IoU of the jittered training boxes with the tight box.
         box_iou_max: With a value, each box micro-batch draws its IoU uniformly from ``[box_iou, box_iou_max]``
             (1.0 includes the tight box); ``None``: always ``box_iou``.
+        hflip_probability: Probability that a training sample is mirrored left-right (image and mask together, before
+            the prompts are drawn on it), drawn per sample from the seed, micro-batch and slot; ``0``: never.
         eval_every: Validate every this many steps (and at the end); ``0``: only at the end.
         eval_setting: Prompt setting of the validation (:func:`peft_medsa.evaluation.evaluate_model`).
         eval_repeats: Repeats of the validation prompts.
@@ -88,6 +93,7 @@ class TrainingConfig:
     box_probability: float = field(default=0.0, metadata={"help": "Probability of a box start prompt."})
     box_iou: float = field(default=0.75, metadata={"help": "IoU of jittered training boxes with the tight box."})
     box_iou_max: float | None = field(default=None, metadata={"help": "Upper end of a uniform box IoU range."})
+    hflip_probability: float = field(default=0.0, metadata={"help": "Probability of a left-right mirrored sample."})
     eval_every: int = field(default=0, metadata={"help": "Validate every N steps; 0: at the end only."})
     eval_setting: str = field(default="1pt", metadata={"help": "Validation prompt setting."})
     eval_repeats: int = field(default=1, metadata={"help": "Validation prompt repeats."})
@@ -131,6 +137,8 @@ class TrainingConfig:
             raise ValueError(f"TrainingConfig.learning_rate must be > 0, got {self.learning_rate!r}")
         if not 0.0 <= self.box_probability <= 1.0:
             raise ValueError(f"TrainingConfig.box_probability must be in [0, 1], got {self.box_probability!r}")
+        if isinstance(self.hflip_probability, bool) or not 0.0 <= self.hflip_probability <= 1.0:
+            raise ValueError(f"TrainingConfig.hflip_probability must be in [0, 1], got {self.hflip_probability!r}")
         if not 0.0 < self.box_iou <= 1.0:
             raise ValueError(f"TrainingConfig.box_iou must be in (0, 1], got {self.box_iou!r}")
         maximum = self.box_iou_max
@@ -155,5 +163,8 @@ class TrainingConfig:
         mine = self.to_dict()
         if "normalize" in other and "normalization" not in other:  # written before the field was renamed
             other = {**other, "normalization": other["normalize"], "normalize": None}
+        # a field added after the stored run was written had its default there (the option did not exist yet)
+        added = {f.name: f.default for f in dataclasses.fields(self) if f.name not in other and f.name in NEW_FIELDS}
+        other = {**added, **other}
         keys = (set(mine) | set(other)) - set(BOOKKEEPING_FIELDS)
         return {k: (other.get(k), mine.get(k)) for k in sorted(keys) if other.get(k) != mine.get(k)}

@@ -51,6 +51,15 @@ def prepare_sample(sample: Mapping, size: int, normalization: str) -> tuple[torc
     return out, model_mask.astype(bool), (h, w)
 
 
+def mirror_sample(sample: Mapping) -> dict:
+    """``sample`` mirrored left-right: ``image`` ``(H, W[, C])`` and ``mask`` ``(H, W)`` flipped along ``W`` together
+    (a training augmentation; prompts are drawn afterwards, on the mirrored mask). Other keys are kept."""
+    out = dict(sample)
+    out["image"] = np.ascontiguousarray(np.asarray(sample["image"])[:, ::-1])
+    out["mask"] = np.ascontiguousarray(np.asarray(sample["mask"])[:, ::-1])
+    return out
+
+
 def start_prompts(
     masks: list[np.ndarray],
     rng: np.random.Generator,
@@ -92,4 +101,4 @@ def start_prompts(
     return prompts
 
 
-__all__ = ["model_input_size", "prepare_sample", "start_prompts"]
+__all__ = ["mirror_sample", "model_input_size", "prepare_sample", "start_prompts"]

@@ -48,12 +48,12 @@ from .checkpoints import (
 )
 from .config import BOOKKEEPING_FIELDS, TrainingConfig
 from .frozen_prefix import FrozenPrefixCache
-from .inputs import model_input_size, prepare_sample, start_prompts
+from .inputs import mirror_sample, model_input_size, prepare_sample, start_prompts
 from .logs import MetricsLog
 from .losses import dice_bce_loss
 from .prefetch import Prefetcher
 from .ranks import PeerFailureError, check_same_on_all_ranks, run_fingerprint
-from .sampling import DataOrder, prompt_rngs, usable_indices
+from .sampling import DataOrder, mirror_choices, prompt_rngs, usable_indices
 from .sharding import fsdp_settings, full_trainable_state, load_sharded_parts, save_sharded_parts, shard_model
 
 Callback = Callable[["MedSATrainer", int], None]
@@ -263,22 +263,25 @@ class MedSATrainer:
         """Reads and prepares this process's samples of micro-batch ``micro`` (runs in the prefetch thread)."""
         indices, slots = order.micro_batch(micro, rank)
         samples = [self.train_data[int(i)] for i in indices]
+        case_ids = [str(s.get("case_id", f"index_{i}")) for s, i in zip(samples, indices)]
+        flips = mirror_choices(self.config.seed, micro, slots, self.config.hflip_probability)
+        samples = [mirror_sample(s) if flip else s for s, flip in zip(samples, flips)]
         prepared = [prepare_sample(s, self.input_size, self.normalization) for s in samples]
         pixels = torch.stack([p[0] for p in prepared])
         masks = [p[1] for p in prepared]
         sizes = [p[2] for p in prepared]
-        case_ids = [str(s.get("case_id", f"index_{i}")) for s, i in zip(samples, indices)]
-        return indices, pixels, masks, sizes, case_ids, slots
+        keys = [(int(i), "mirrored") if flip else int(i) for i, flip in zip(indices, flips)]  # frozen-prefix cache
+        return keys, pixels, masks, sizes, case_ids, slots
 
     def _logits(self, outputs) -> torch.Tensor:
         """``pred_masks`` ``(B, 1, 1, h, w)`` -> ``(B, S, S)`` logits in model input pixels."""
         low = outputs.pred_masks[:, 0, :1].float()
         return F.interpolate(low, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)[:, 0]
 
-    def _embeddings(self, unwrapped, indices: list[int], pixels: torch.Tensor) -> torch.Tensor:
-        """Image embeddings of the batch, through the frozen-prefix cache when there is one."""
+    def _embeddings(self, unwrapped, keys: list, pixels: torch.Tensor) -> torch.Tensor:
+        """Image embeddings of the batch, through the frozen-prefix cache (one entry per case and mirroring)."""
         if self.prefix_cache is not None:
-            return self.prefix_cache.image_embeddings(indices, pixels)
+            return self.prefix_cache.image_embeddings(keys, pixels)
         return unwrapped.get_image_embeddings(pixels)
 
     @torch.no_grad()
@@ -415,7 +418,7 @@ class MedSATrainer:
                 losses = []
                 for k in range(accum):
                     micro = step * accum + k
-                    indices, pixels, masks, sizes, case_ids, slots = next(batches)
+                    keys, pixels, masks, sizes, case_ids, slots = next(batches)
                     pixels = pixels.to(accelerator.device)
                     self.case_ids_seen.append(case_ids)
                     rng, sample_rngs = prompt_rngs(cfg.seed, micro, slots)
@@ -425,7 +428,7 @@ class MedSATrainer:
                     frozen_embeddings = None
                     if n_clicks:
                         with torch.no_grad(), accelerator.autocast():
-                            frozen_embeddings = self._embeddings(unwrapped, indices, pixels)
+                            frozen_embeddings = self._embeddings(unwrapped, keys, pixels)
                         prompts = self._simulate_clicks(accelerator, frozen_embeddings, unwrapped, masks, sizes,
                                                         prompts, n_clicks)
                     target = torch.from_numpy(np.stack(masks)).to(accelerator.device)
@@ -437,7 +440,7 @@ class MedSATrainer:
                             else:
                                 cached = self.prefix_cache.caches_embeddings and frozen_embeddings is not None
                                 embeddings = (frozen_embeddings if cached
-                                              else self._embeddings(unwrapped, indices, pixels))
+                                              else self._embeddings(unwrapped, keys, pixels))
                                 outputs = model(image_embeddings=embeddings, **prompt_inputs, multimask_output=False)
                         loss = dice_bce_loss(self._logits(outputs), target)
                         everywhere = accelerator.gather(loss.detach().reshape(1))

@@ -83,4 +83,16 @@ def prompt_rngs(seed: int, micro: int, slots: Sequence[int]) -> tuple[np.random.
     return np.random.default_rng([seed, micro]), [np.random.default_rng([seed, micro, s]) for s in slots]
 
 
-__all__ = ["DataOrder", "prompt_rngs", "usable_indices"]
+def mirror_choices(seed: int, micro: int, slots: Sequence[int], probability: float) -> list[bool]:
+    """Whether each sample of micro-batch ``micro`` is mirrored left-right, with ``probability`` each.
+
+    Drawn from a generator of its own per sample slot (``(seed, micro, slot, 1)``), so the prompts' generators
+    (:func:`prompt_rngs`) draw the same numbers with or without mirroring, and ``W`` processes mirror exactly the
+    samples that one process of batch ``B * W`` mirrors. ``probability == 0`` draws nothing.
+    """
+    if probability <= 0:
+        return [False] * len(slots)
+    return [bool(np.random.default_rng([seed, micro, s, 1]).random() < probability) for s in slots]
+
+
+__all__ = ["DataOrder", "mirror_choices", "prompt_rngs", "usable_indices"]
