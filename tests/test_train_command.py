@@ -11,7 +11,7 @@ from peft import PeftModel
 from transformers import SamModel
 
 from peft_medsa.cli import main
-from peft_medsa.training.recipes import LITE_MEDSAM, VIT_SAM, default_recipe
+from peft_medsa.training.recipes import LITE_MEDSAM, LITE_MEDSAM_PRESETS, VIT_SAM, default_recipe
 
 from conftest import tiny_lite_medsam_config, tiny_sam
 from data_layouts import folder_layout_2d, requires_data
@@ -84,6 +84,38 @@ def test_recipes_follow_the_model_and_give_fresh_configs():
     assert vit.peft_config is not VIT_SAM.peft_config
     config = vit.training_config(output_dir="x", seed=3)
     assert config.max_steps == 8 and config.seed == 3 and config.normalization == "imagenet"
+
+
+def test_presets_change_the_lite_medsam_recipe_and_refuse_other_models():
+    import argparse
+
+    from peft_medsa.backbones import LiteMedSamModel
+    from peft_medsa.cli import add_train_arguments
+
+    lite = LiteMedSamModel(tiny_lite_medsam_config())
+    fundus = default_recipe(lite, preset="optic-disc-cup")
+    assert fundus.training["learning_rate"] == 2e-3
+    assert {k: v for k, v in fundus.training.items() if k != "learning_rate"} == {
+        k: v for k, v in LITE_MEDSAM.training.items() if k != "learning_rate"}
+    assert LITE_MEDSAM.training["learning_rate"] == 1e-3  # the default is untouched
+    assert default_recipe(lite, preset="optic-disc-cup", learning_rate=5e-4).training["learning_rate"] == 5e-4
+    with pytest.raises(ValueError, match="preset 'retina' is not known; choose one of \\['optic-disc-cup'\\]"):
+        default_recipe(lite, preset="retina")
+    with pytest.raises(ValueError, match="measured on LiteMedSAM only, but the model is 'sam'"):
+        default_recipe(tiny_sam(), preset="optic-disc-cup")
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    flag = next(a for a in parser._actions if a.dest == "preset")
+    assert sorted(flag.choices) == sorted(LITE_MEDSAM_PRESETS)  # the command line offers every preset
+
+
+@requires_data
+def test_train_refuses_a_preset_for_vit_sam(tmp_path, model_dir, capsys):
+    data = folder_layout_2d(tmp_path / "data", count=3)
+    code, _, err = run(capsys, "train", "--data", data, "--out", tmp_path / "a", "--model", model_dir,
+                       "--preset", "optic-disc-cup")
+    assert code == 2 and "--preset: preset 'optic-disc-cup' was measured on LiteMedSAM only" in err
+    assert not (tmp_path / "a").exists()
 
 
 @requires_data

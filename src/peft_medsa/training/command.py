@@ -106,7 +106,11 @@ def run_train(args: argparse.Namespace) -> str:
     if eval_data is not None and len(eval_data) == 0:
         eval_data = None
     base = load_model(args.model, device="cpu")
-    recipe = default_recipe(base, steps=args.steps, learning_rate=args.lr, rank=args.rank)
+    try:
+        recipe = default_recipe(base, steps=args.steps, learning_rate=args.lr, rank=args.rank,
+                                preset=getattr(args, "preset", None))
+    except ValueError as error:
+        raise UserError(f"--preset: {error}") from None
     torch.manual_seed(args.seed)
     model = get_peft_model(base, recipe.peft_config)
     eval_every = args.eval_every if args.eval_every is not None else max(recipe.training["max_steps"] // 4, 1)
