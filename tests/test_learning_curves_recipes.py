@@ -79,6 +79,9 @@ def test_a_changed_recipe_is_compared_on_the_training_seeds_both_recipes_have():
     line = next(row for row in text.splitlines() if row.startswith("| ddti |"))
     assert "**81.0 ± 0.8** vs 81.0 ± 0.8" in line  # seeds 3 and 4 (+3, +4) would make the variant's mean 82.0
     assert "in 5 of 5 cells (bold; paired training seeds [0, 1, 2])" in text
+    slow = [{**r, "train_seconds": 9000.0} if r["seed"] >= 3 else r for r in rows]  # unpaired seeds' time
+    line = next(row for row in compare_recipes(slow, "medsa-v").splitlines() if row.startswith("| ddti |"))
+    assert line.startswith("| ddti | 200 (600) | 200 (600) |")
     assert "| ddti |" not in compare_recipes(_rows("medsa", 200, 80.0) + _rows("medsa-v", 200, 80.0, seeds=(5,)),
                                              "medsa-v")
 
