@@ -94,10 +94,11 @@ def test_presets_change_the_lite_medsam_recipe_and_refuse_other_models():
 
     lite = LiteMedSamModel(tiny_lite_medsam_config())
     fundus = default_recipe(lite, preset="optic-disc-cup")
-    assert fundus.training["learning_rate"] == 2e-3
-    assert {k: v for k, v in fundus.training.items() if k != "learning_rate"} == {
-        k: v for k, v in LITE_MEDSAM.training.items() if k != "learning_rate"}
-    assert LITE_MEDSAM.training["learning_rate"] == 1e-3  # the default is untouched
+    assert fundus.training["learning_rate"] == 2e-3 and fundus.training["hflip_probability"] == 0.0
+    changed = ("learning_rate", "hflip_probability")
+    assert {k: v for k, v in fundus.training.items() if k not in changed} == {
+        k: v for k, v in LITE_MEDSAM.training.items() if k not in changed}
+    assert LITE_MEDSAM.training["learning_rate"] == 1e-3 and LITE_MEDSAM.training["hflip_probability"] == 0.5
     assert default_recipe(lite, preset="optic-disc-cup", learning_rate=5e-4).training["learning_rate"] == 5e-4
     with pytest.raises(ValueError, match="preset 'retina' is not known; choose one of \\['optic-disc-cup'\\]"):
         default_recipe(lite, preset="retina")
