@@ -99,6 +99,8 @@ def test_presets_change_the_lite_medsam_recipe_and_refuse_other_models():
     assert {k: v for k, v in fundus.training.items() if k not in changed} == {
         k: v for k, v in LITE_MEDSAM.training.items() if k not in changed}
     assert LITE_MEDSAM.training["learning_rate"] == 1e-3 and LITE_MEDSAM.training["hflip_probability"] == 0.5
+    assert LITE_MEDSAM.training_text.endswith("; each image mirrored left-right with probability 0.5")
+    assert "mirrored" not in fundus.training_text and fundus.training_text == LITE_MEDSAM.prompts_text  # card text
     assert default_recipe(lite, preset="optic-disc-cup", learning_rate=5e-4).training["learning_rate"] == 5e-4
     with pytest.raises(ValueError, match="preset 'retina' is not known; choose one of \\['optic-disc-cup'\\]"):
         default_recipe(lite, preset="retina")

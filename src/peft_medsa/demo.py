@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     trainable_text = f"{trainable / 1e6:.2f}M of {total / 1e6:.2f}M parameters ({100 * trainable / total:.1f}%)"
     config = recipe.training_config(output_dir=str(args.out / "run"), seed=args.seed, cpu=True)
     card = {"task": f"{name} segmentation", "datasets": [], "base_model": "LiteMedSAM",
-            "prompts": recipe.prompts_text, "training_data": f"{len(train_samples)} images of {name}"}
+            "prompts": recipe.training_text, "training_data": f"{len(train_samples)} images of {name}"}
     result = MedSATrainer(model, train_samples, config, card_info=card).train()
     model.eval()
 

@@ -121,7 +121,7 @@ def run_train(args: argparse.Namespace) -> str:
     targets = ", ".join(args.target or available)
     base_model = "LiteMedSAM" if args.model == "lite-medsam" else args.model
     card = {"task": f"{targets} segmentation", "base_model": base_model,
-            "prompts": recipe.prompts_text, "normalization": resolve_normalization(model, config.normalization),
+            "prompts": recipe.training_text, "normalization": resolve_normalization(model, config.normalization),
             "training_data": f"{len(train_data)} training images (folder `{data.name}`), "
                              f"{0 if eval_data is None else len(eval_data)} validation images"}
     result = MedSATrainer(model, train_data, config, eval_data=eval_data, card_info=card).train()

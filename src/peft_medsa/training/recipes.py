@@ -28,12 +28,18 @@ class Recipe:
     Args:
         peft_config: The adapters.
         training: :class:`TrainingConfig` keyword arguments (``max_steps``, ``learning_rate``, prompts, ...).
-        prompts_text: The training prompts in words (for model cards).
+        prompts_text: The training prompts in words (for model cards; :attr:`training_text` adds the mirroring).
     """
 
     peft_config: MedSAConfig
     training: dict[str, Any] = field(default_factory=dict)
     prompts_text: str = ""
+
+    @property
+    def training_text(self) -> str:
+        """The training prompts and augmentation in words (model cards): ``prompts_text``, plus the mirroring."""
+        flip = self.training.get("hflip_probability", 0.0)
+        return self.prompts_text + (f"; each image mirrored left-right with probability {flip:g}" if flip else "")
 
     def training_config(self, **overrides: Any) -> TrainingConfig:
         """The :class:`TrainingConfig` of this recipe, with ``overrides`` (``output_dir``, ``seed``, ...)."""
@@ -48,7 +54,7 @@ LITE_MEDSAM = Recipe(
         hflip_probability=0.5, eval_setting="1pt",
     ),
     prompts_text="half the batches start from one random positive click, half from a box at IoU 0.6 with the tight "
-    "box; then 0-2 corrective clicks in the largest error region; each image mirrored left-right with probability 0.5",
+    "box; then 0-2 corrective clicks in the largest error region",
 )
 """LiteMedSAM: adapters in the last TinyViT stage (blocks 8 and 9, so the frozen-prefix cache computes the first
 three stages once per image) and the mask decoder with HyP-Adpt, r = 16. Point batches start from one click
