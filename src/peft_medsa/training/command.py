@@ -108,7 +108,7 @@ def run_train(args: argparse.Namespace) -> str:
     base = load_model(args.model, device="cpu")
     try:
         recipe = default_recipe(base, steps=args.steps, learning_rate=args.lr, rank=args.rank,
-                                preset=getattr(args, "preset", None))
+                                preset=args.preset)
     except ValueError as error:
         raise UserError(f"--preset: {error}") from None
     torch.manual_seed(args.seed)
