@@ -55,6 +55,10 @@ SETTINGS = ("1pt", "3pt", "bbox0.5", "bbox0.75", "bbox")
 METHODS = ("medsa", "decoder", "lora", "full")
 EXPENSIVE = ("lora", "full")
 LEARNING_RATES = {"decoder": 1e-4, "lora": 5e-4, "full": 5e-5}
+CURRENT_DEFAULT = "medsa-1click-hflip"
+"""The label of the rows of the current ``LITE_MEDSAM`` recipe (one start click, mirroring), which were run as an
+``--override initial_clicks=1 hflip_probability=0.5 --tag medsa-1click-hflip`` of the recipe before them: the
+``medsa`` rows of the merged results are that earlier recipe. The summary scores both against the other methods."""
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "outputs" / "learning_curves"
 
 
@@ -286,23 +290,26 @@ def _seconds(rows: list[dict], name: str, method: str, step: int) -> float:
                           (name, method, step)]))
 
 
-def verdict(rows: list[dict], versus: str = "full", at: str = "time") -> str:
-    """Markdown: Med-SA against ``versus`` at equal training time (or steps), per set and point / box setting.
+def verdict(rows: list[dict], versus: str = "full", at: str = "time", medsa: str = "medsa") -> str:
+    """Markdown: Med-SA (the rows labelled ``medsa``) against ``versus`` at equal training time (or steps), per set and
+    point / box setting.
 
     With ``at="time"``, ``versus`` is taken at its last checkpoint (training time T) and Med-SA at its last checkpoint
-    whose mean training time is at most T (so Med-SA never has more time). With ``at="steps"``, both are taken at the
-    largest step count they both have a checkpoint at (sets with none in common are left out). Mean ± std over the
-    training seeds; a cell is won when Med-SA's mean is at least the other's.
+    whose mean training time is at most T (so Med-SA never has more time; a set where none fits is listed but not
+    scored). With ``at="steps"``, both are taken at the largest step count they both have a checkpoint at (sets with
+    none in common are left out). Mean ± std over the training seeds; a cell is won when Med-SA's mean is at least the
+    other's.
     """
     if at not in ("time", "steps"):
         raise ValueError(f"at must be 'time' or 'steps', got {at!r}")
     settings = ("1pt", "3pt", "bbox0.5", "bbox0.75")
-    lines = [f"| set | Med-SA steps (s) | {versus} steps (s) | " + " | ".join(settings) + " |",
+    lines = [f"| set | {medsa} steps (s) | {versus} steps (s) | " + " | ".join(settings) + " |",
              "|---|---|---|" + "---|" * len(settings)]
     won = total = 0
+    late: list[str] = []
     for name in sorted({r["set"] for r in rows}):
         other_steps = sorted({r["step"] for r in rows if (r["set"], r["method"]) == (name, versus)})
-        medsa_steps = sorted({r["step"] for r in rows if (r["set"], r["method"]) == (name, "medsa")})
+        medsa_steps = sorted({r["step"] for r in rows if (r["set"], r["method"]) == (name, medsa)})
         if not other_steps or not medsa_steps:
             continue
         if at == "steps":
@@ -314,21 +321,28 @@ def verdict(rows: list[dict], versus: str = "full", at: str = "time") -> str:
         else:
             other_step = other_steps[-1]
             t_other = _seconds(rows, name, versus, other_step)
-            fitting = [s for s in medsa_steps if _seconds(rows, name, "medsa", s) <= t_other] or medsa_steps[:1]
+            fitting = [s for s in medsa_steps if _seconds(rows, name, medsa, s) <= t_other]
+            if not fitting:
+                late.append(f"{name} ({medsa}'s first checkpoint, step {medsa_steps[0]}, took "
+                            f"{_seconds(rows, name, medsa, medsa_steps[0]):.0f} s; {versus} {t_other:.0f} s)")
+                continue
             step = fitting[-1]
         cells = []
         for setting in settings:
-            text, win = _versus(_cell(rows, name, "medsa", step, setting), _cell(rows, name, versus, other_step,
-                                                                                  setting))
+            text, win = _versus(_cell(rows, name, medsa, step, setting), _cell(rows, name, versus, other_step,
+                                                                                setting))
             won, total = won + win, total + 1
             cells.append(text)
-        lines.append(f"| {name} | {step} ({_seconds(rows, name, 'medsa', step):.0f}) | {other_step} "
+        lines.append(f"| {name} | {step} ({_seconds(rows, name, medsa, step):.0f}) | {other_step} "
                      f"({t_other:.0f}) | " + " | ".join(cells) + " |")
-    seeds = sorted({r["seed"] for r in rows if r["method"] == "medsa"})
+    seeds = sorted({r["seed"] for r in rows if r["method"] == medsa})
     lines.append("")
     budget = "equal or less training time" if at == "time" else "the same number of steps"
-    lines.append(f"Med-SA at {budget} wins {won} of {total} cells against {versus} "
+    who = "Med-SA" if medsa == "medsa" else f"Med-SA ({medsa})"
+    lines.append(f"{who} at {budget} wins {won} of {total} cells against {versus} "
                  f"(training seeds {seeds}; bold: won).")
+    if late:
+        lines.append(f"Not scored, no {medsa} checkpoint within the time: " + "; ".join(late) + ".")
     return "\n".join(lines) + "\n"
 
 
@@ -374,15 +388,21 @@ def recipe_parent(variant: str, labels: set[str]) -> str:
 
 
 def boxes(rows: list[dict]) -> str:
-    """Markdown: tight-box Dice of Med-SA at each checkpoint against zero-shot and the ellipse inside the tight box."""
-    lines = ["| set | zero-shot | ellipse in tight box | Med-SA (steps: mean ± std over seeds) |",
-             "|---|---:|---:|---|"]
+    """Markdown: tight-box Dice of Med-SA (the ``medsa`` rows and the current recipe's, :data:`CURRENT_DEFAULT`) at
+    each checkpoint against zero-shot and the ellipse inside the tight box."""
+    labels = [m for m in ("medsa", CURRENT_DEFAULT) if any(r["method"] == m for r in rows)]
+    lines = ["| set | zero-shot | ellipse in tight box | " + " | ".join(f"{m} (steps: mean ± std over seeds)"
+                                                                       for m in labels) + " |",
+             "|---|---:|---:|" + "---|" * len(labels)]
     for name in sorted({r["set"] for r in rows}):
         zero = _cell(rows, name, "zero-shot", 0, "bbox")[0]
         ellipse = _cell(rows, name, "ellipse-in-tight-box", 0, "bbox")[0]
-        steps = sorted({r["step"] for r in rows if (r["set"], r["method"]) == (name, "medsa")})
-        cells = ", ".join("{}: {:.1f} ± {:.1f}".format(s, *_cell(rows, name, "medsa", s, "bbox")[:2]) for s in steps)
-        lines.append(f"| {name} | {zero:.1f} | {ellipse:.1f} | {cells} |")
+        cells = []
+        for label in labels:
+            steps = sorted({r["step"] for r in rows if (r["set"], r["method"]) == (name, label)})
+            cells.append(", ".join("{}: {:.1f} ± {:.1f}".format(s, *_cell(rows, name, label, s, "bbox")[:2])
+                                   for s in steps))
+        lines.append(f"| {name} | {zero:.1f} | {ellipse:.1f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -395,10 +415,14 @@ def write_outputs(rows: list[dict], out: Path) -> None:
     for name in sorted({r["set"] for r in rows}):
         plot(name, rows, out)
     text = summary(rows)
-    for versus in ("full", "lora", "decoder"):
-        if any(r["method"] == "medsa" for r in rows) and any(r["method"] == versus for r in rows):
-            text += "\n" + verdict(rows, versus) + "\n" + verdict(rows, versus, at="steps")
     labels = {r["method"] for r in rows}
+    for versus in ("full", "lora", "decoder"):
+        if "medsa" in labels and versus in labels:
+            text += "\n" + verdict(rows, versus) + "\n" + verdict(rows, versus, at="steps")
+        if CURRENT_DEFAULT in labels and versus in labels:  # the current recipe, where some set was scored
+            text += "".join("\n" + v for v in (verdict(rows, versus, medsa=CURRENT_DEFAULT),
+                                                verdict(rows, versus, "steps", CURRENT_DEFAULT))
+                            if any(f"| {name} |" in v for name in {r["set"] for r in rows}))
     for variant in sorted(labels - {"zero-shot", "ellipse-in-tight-box", *METHODS}):
         base = recipe_parent(variant, labels)
         if base in labels:

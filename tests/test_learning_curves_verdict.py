@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from learning_curves import SETTINGS, verdict, write_outputs  # noqa: E402
+from learning_curves import CURRENT_DEFAULT, SETTINGS, verdict, write_outputs  # noqa: E402
 
 
 def _rows(method: str, step: int, seconds: float, dice: float, seeds=(0, 1)) -> list[dict]:
@@ -45,9 +45,11 @@ def test_write_outputs_has_a_verdict_per_method_present(tmp_path):
     write_outputs(rows, tmp_path)
     text = (tmp_path / "summary.md").read_text()
     assert "wins 4 of 4 cells against full" in text
-    # no Med-SA checkpoint fits in LoRA's 95 s: the first one stands in (and the table shows its longer time)
-    assert "| isic | 25 (100) | 25 (95) |" in text
-    assert "wins 0 of 4 cells against lora" in text
+    # no Med-SA checkpoint fits in LoRA's 95 s: the set is named but not scored (Med-SA never gets more time)
+    assert "| isic |" not in verdict(rows, "lora")
+    assert "wins 0 of 0 cells against lora" in text
+    assert "Not scored, no medsa checkpoint within the time: isic (medsa's first checkpoint, step 25, took 100 s; " \
+        "lora 95 s)" in text
     assert "against decoder" not in text
     assert (tmp_path / "isic.png").stat().st_size > 0
 
@@ -71,3 +73,32 @@ def test_equal_steps_verdict_leaves_out_sets_without_a_common_step():
     assert "wins 0 of 0 cells" in text
     with pytest.raises(ValueError, match="'time' or 'steps'"):
         verdict(rows, "lora", at="wall")
+
+
+def test_the_current_recipe_is_scored_under_its_own_label(tmp_path):
+    rows = _rows("medsa", 25, 100.0, 70.0) + _rows(CURRENT_DEFAULT, 200, 600.0, 90.0)
+    rows += _rows("full", 50, 700.0, 80.0) + _rows("decoder", 330, 300.0, 85.0)
+    text = verdict(rows, "full", medsa=CURRENT_DEFAULT)
+    assert f"| set | {CURRENT_DEFAULT} steps (s) | full steps (s) |" in text
+    assert "| isic | 200 (600) | 50 (700) | **90.5 ± 0.5** vs 80.5 ± 0.5" in text
+    assert f"Med-SA ({CURRENT_DEFAULT}) at equal or less training time wins 4 of 4 cells against full" in text
+    write_outputs(rows, tmp_path)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "Med-SA at equal or less training time wins 0 of 4 cells against full" in summary  # the medsa rows
+    assert f"Med-SA ({CURRENT_DEFAULT}) at equal or less training time wins 4 of 4 cells against full" in summary
+    # its first checkpoint (600 s) is slower than decoder-only's 330 steps (300 s) and it shares no step with it:
+    # no verdict of the current recipe against decoder-only, rather than a table with nothing scored
+    assert f"Med-SA ({CURRENT_DEFAULT}) at equal or less training time wins 0 of 0 cells against decoder" \
+        not in summary
+    assert "Med-SA at equal or less training time wins 0 of 4 cells against decoder" in summary  # 70 vs 85
+
+
+def test_the_tight_box_table_has_a_column_per_recipe(tmp_path):
+    rows = _rows("zero-shot", 0, 0.0, 94.0, seeds=(0,)) + _rows("medsa", 200, 600.0, 93.0)
+    rows += _rows(CURRENT_DEFAULT, 200, 600.0, 95.0, seeds=(0, 1, 2))
+    rows.append({"set": "isic", "method": "ellipse-in-tight-box", "seed": 0, "step": 0, "setting": "bbox",
+                 "dice": 90.6, "train_seconds": 0.0, "trainable": 0})
+    write_outputs(rows, tmp_path)
+    table = (tmp_path / "summary.md").read_text().split("| set | zero-shot | ellipse in tight box |")[1]
+    assert table.startswith(f" medsa (steps: mean ± std over seeds) | {CURRENT_DEFAULT} (steps:")
+    assert "| isic | 94.0 | 90.6 | 200: 93.5 ± 0.5 | 200: 96.0 ± 0.8 |" in table
