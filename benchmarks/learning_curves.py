@@ -55,10 +55,13 @@ SETTINGS = ("1pt", "3pt", "bbox0.5", "bbox0.75", "bbox")
 METHODS = ("medsa", "decoder", "lora", "full")
 EXPENSIVE = ("lora", "full")
 LEARNING_RATES = {"decoder": 1e-4, "lora": 5e-4, "full": 5e-5}
-CURRENT_DEFAULT = "medsa-1click-hflip"
-"""The label of the rows of the current ``LITE_MEDSAM`` recipe (one start click, mirroring), which were run as an
-``--override initial_clicks=1 hflip_probability=0.5 --tag medsa-1click-hflip`` of the recipe before them: the
-``medsa`` rows of the merged results are that earlier recipe. The summary scores both against the other methods."""
+CURRENT = "-1click-hflip"
+"""Label suffix of rows trained with the current ``LITE_MEDSAM`` prompts (one start click, mirroring). The ``medsa``
+rows of the merged results are the recipe before it (1-3 start clicks, no mirroring); the current one was run as an
+``--override initial_clicks=1 hflip_probability=0.5 --tag medsa-1click-hflip``. A comparison method trained with the
+current prompts (``build`` gives every method the current recipe's prompts) is labelled ``full-1click-hflip`` and so on
+(its log's ``"method": "full"`` relabelled, as ``benchmarks/README.md`` shows), so that a curve never mixes prompts."""
+CURRENT_DEFAULT = "medsa" + CURRENT
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "outputs" / "learning_curves"
 
 
@@ -212,7 +215,7 @@ def plot(name: str, rows: list[dict], out: Path) -> None:
     for r, setting in enumerate(("1pt", "bbox0.75")):
         for c, x_key in enumerate(("step", "train_seconds")):
             ax = axes[r, c]
-            for method in METHODS:
+            for method in (*METHODS, *(m + CURRENT for m in METHODS)):
                 mine = [row for row in rows if row["set"] == name and row["method"] == method
                         and row["setting"] == setting]
                 if not mine:
@@ -419,11 +422,13 @@ def write_outputs(rows: list[dict], out: Path) -> None:
     for versus in ("full", "lora", "decoder"):
         if "medsa" in labels and versus in labels:
             text += "\n" + verdict(rows, versus) + "\n" + verdict(rows, versus, at="steps")
-        if CURRENT_DEFAULT in labels and versus in labels:  # the current recipe, where some set was scored
-            text += "".join("\n" + v for v in (verdict(rows, versus, medsa=CURRENT_DEFAULT),
-                                                verdict(rows, versus, "steps", CURRENT_DEFAULT))
-                            if any(f"| {name} |" in v for name in {r["set"] for r in rows}))
-    for variant in sorted(labels - {"zero-shot", "ellipse-in-tight-box", *METHODS}):
+        for other in (versus + CURRENT, versus):  # the current recipe, against the same prompts first
+            if CURRENT_DEFAULT in labels and other in labels:  # (where some set was scored)
+                text += "".join("\n" + v for v in (verdict(rows, other, medsa=CURRENT_DEFAULT),
+                                                    verdict(rows, other, "steps", CURRENT_DEFAULT))
+                                if any(f"| {name} |" in v for name in {r["set"] for r in rows}))
+    for variant in sorted(label for label in labels - {"zero-shot", "ellipse-in-tight-box", *METHODS}
+                          if label.startswith("medsa-")):
         base = recipe_parent(variant, labels)
         if base in labels:
             text += "\n" + compare_recipes(rows, variant, base)
