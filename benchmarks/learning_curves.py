@@ -22,7 +22,9 @@ Outputs (``--out``, default ``outputs/learning_curves``): ``curves.csv`` (one ro
 setting), ``<set>.png`` (Dice against steps and against seconds, 1-point and BBox 0.75), ``summary.md`` (the mean
 curves; Med-SA against each other method present at equal training time and at equal steps; each changed recipe
 (``--override``, rows labelled ``--tag``) against the recipe it changes (:func:`recipe_parent`: ``medsa``, or the
-tag it extends, ``medsa-1click`` for ``medsa-1click-lr2e-3``) at their last checkpoints; tight-box Dice against
+tag it extends, ``medsa-1click`` for ``medsa-1click-lr2e-3``) at their last checkpoints; the current recipe
+(:data:`CURRENT_DEFAULT`) against each other method, first as trained with the same prompts (:data:`CURRENT`), at
+equal time where one of its checkpoints fits and at both last checkpoints with their times; tight-box Dice against
 zero-shot and the ellipse in the tight box).
 
 Usage:
@@ -427,6 +429,8 @@ def write_outputs(rows: list[dict], out: Path) -> None:
                 text += "".join("\n" + v for v in (verdict(rows, other, medsa=CURRENT_DEFAULT),
                                                     verdict(rows, other, "steps", CURRENT_DEFAULT))
                                 if any(f"| {name} |" in v for name in {r["set"] for r in rows}))
+        if CURRENT_DEFAULT in labels and versus + CURRENT in labels:  # both at their last checkpoints, times shown
+            text += "\n" + compare_recipes(rows, CURRENT_DEFAULT, versus + CURRENT)
     for variant in sorted(label for label in labels - {"zero-shot", "ellipse-in-tight-box", *METHODS}
                           if label.startswith("medsa-")):
         base = recipe_parent(variant, labels)
