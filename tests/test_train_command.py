@@ -11,7 +11,7 @@ from peft import PeftModel
 from transformers import SamModel
 
 from peft_medsa.cli import main
-from peft_medsa.training.recipes import LITE_MEDSAM, LITE_MEDSAM_PRESETS, VIT_SAM, default_recipe
+from peft_medsa.training.recipes import LITE_MEDSAM, LITE_MEDSAM_PRESETS, VIT_SAM, Recipe, default_recipe
 
 from conftest import tiny_lite_medsam_config, tiny_sam
 from data_layouts import folder_layout_2d, requires_data
@@ -94,13 +94,14 @@ def test_presets_change_the_lite_medsam_recipe_and_refuse_other_models():
 
     lite = LiteMedSamModel(tiny_lite_medsam_config())
     fundus = default_recipe(lite, preset="optic-disc-cup")
-    assert fundus.training["learning_rate"] == 2e-3 and fundus.training["hflip_probability"] == 0.0
-    changed = ("learning_rate", "hflip_probability")
+    assert fundus.training["learning_rate"] == 2e-3 and fundus.training["hflip_probability"] == 0.5
+    changed = ("learning_rate",)
     assert {k: v for k, v in fundus.training.items() if k not in changed} == {
         k: v for k, v in LITE_MEDSAM.training.items() if k not in changed}
     assert LITE_MEDSAM.training["learning_rate"] == 1e-3 and LITE_MEDSAM.training["hflip_probability"] == 0.5
     assert LITE_MEDSAM.training_text.endswith("; each image mirrored left-right with probability 0.5")
-    assert "mirrored" not in fundus.training_text and fundus.training_text == LITE_MEDSAM.prompts_text  # card text
+    assert fundus.training_text == LITE_MEDSAM.training_text  # the card names the mirroring the preset keeps
+    assert "mirrored" not in Recipe(LITE_MEDSAM.peft_config, {"hflip_probability": 0.0}, "clicks").training_text
     assert default_recipe(lite, preset="optic-disc-cup", learning_rate=5e-4).training["learning_rate"] == 5e-4
     with pytest.raises(ValueError, match="preset 'retina' is not known; choose one of \\['optic-disc-cup'\\]"):
         default_recipe(lite, preset="retina")
