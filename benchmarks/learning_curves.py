@@ -82,33 +82,44 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="Med-SA recipe changes (TrainingConfig fields, values as Python literals), e.g. "
                         "box_iou_max=1.0 initial_clicks=1 (the steps come from --checkpoints); "
                         "the rows are labelled with --tag")
+    parser.add_argument("--adapter", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="Med-SA adapter changes (MedSAConfig fields, values as Python literals), e.g. r=32; "
+                        "the rows are labelled with --tag")
     parser.add_argument("--tag", default=None, help="method label of the Med-SA rows of an --override run")
     parser.add_argument("--quick", action="store_true", help="smoke run: ISIC, 4 train / 2 val images, 2 steps")
     parser.add_argument("--merge", nargs="+", type=Path, default=None,
                         help="join earlier runs (their curves.csv, or the JSON lines of their logs) into --out")
     args = parser.parse_args(argv)
     args.overrides = parse_overrides(args.override)
-    if args.overrides and not args.tag:
-        parser.error("--override needs --tag (a method label such as medsa-tightbox), so that the rows of a changed "
-                     "recipe are not mistaken for the default's")
+    args.adapter_overrides = parse_overrides(args.adapter, config="adapter")
+    if (args.overrides or args.adapter_overrides) and not args.tag:
+        parser.error("--override and --adapter need --tag (a method label such as medsa-tightbox), so that the rows "
+                     "of a changed recipe are not mistaken for the default's")
     if args.quick:
         args.sets, args.checkpoints, args.repeats, args.max_steps_expensive = ["isic"], [2], 1, 2
     return args
 
 
-def parse_overrides(items: list[str]) -> dict:
+def parse_overrides(items: list[str], config: str = "override") -> dict:
     """``["box_iou_max=1.0", "initial_clicks=1"]`` -> ``{"box_iou_max": 1.0, "initial_clicks": 1}`` (checked against
-    :class:`TrainingConfig`'s fields)."""
+    :class:`TrainingConfig`'s fields; with ``config="adapter"``, against :class:`MedSAConfig`'s, e.g. ``["r=32"]``)."""
     import ast
     from dataclasses import fields
 
+    from peft_medsa import MedSAConfig
     from peft_medsa.training import TrainingConfig
 
-    known = {f.name for f in fields(TrainingConfig)}
+    if config == "adapter":
+        known, reserved, what = {f.name for f in fields(MedSAConfig)}, ("peft_type", "task_type"), "MedSAConfig"
+    else:
+        known, reserved, what = {f.name for f in fields(TrainingConfig)}, ("max_steps", "seed", "output_dir"), None
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or key not in known or key in ("max_steps", "seed", "output_dir"):
+        if not sep or key not in known or key in reserved:
+            if what:
+                raise SystemExit(f"--adapter {item!r}: expected KEY=VALUE with KEY a {what} field (r, encoder_layers, "
+                                 f"...)")
             raise SystemExit(f"--override {item!r}: expected KEY=VALUE with KEY a TrainingConfig field "
                              f"other than max_steps (set by --checkpoints), seed (--seeds) and output_dir")
         try:
@@ -118,8 +129,11 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def build(method: str, seed: int, overrides: dict | None = None):
-    """``(model, TrainingConfig kwargs)`` of ``method``; the config follows the LiteMedSAM recipe."""
+def build(method: str, seed: int, overrides: dict | None = None, adapter: dict | None = None):
+    """``(model, TrainingConfig kwargs)`` of ``method``; the config follows the LiteMedSAM recipe, changed for Med-SA
+    by ``overrides`` (TrainingConfig fields) and ``adapter`` (MedSAConfig fields)."""
+    import dataclasses
+
     from peft import LoraConfig, get_peft_model
 
     from peft_medsa.backbones import convert_lite_medsam
@@ -131,7 +145,7 @@ def build(method: str, seed: int, overrides: dict | None = None):
     torch.manual_seed(seed)
     if method == "medsa":
         training.update(overrides or {})
-        return get_peft_model(base, recipe.peft_config), training
+        return get_peft_model(base, dataclasses.replace(recipe.peft_config, **(adapter or {}))), training
     training["learning_rate"] = LEARNING_RATES[method]
     if method == "lora":
         target = r".*vision_encoder\..*\.attn\.qkv|.*mask_decoder\.transformer\..*\.(q_proj|v_proj)"
@@ -181,7 +195,7 @@ def ellipse_dice(samples: list[dict]) -> float:
 def run_one(name: str, method: str, seed: int, train, val, args, rows: list[dict]) -> None:
     from peft_medsa.training import MedSATrainer, TrainingConfig
 
-    model, training = build(method, seed, args.overrides)
+    model, training = build(method, seed, args.overrides, getattr(args, "adapter_overrides", {}))
     label = args.tag if method == "medsa" and args.tag else method
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     steps = [c for c in args.checkpoints if method not in EXPENSIVE or c <= args.max_steps_expensive]

@@ -54,7 +54,23 @@ def test_overrides_that_the_script_sets_itself_or_that_are_not_fields_are_refuse
 def test_an_override_without_a_tag_is_refused(capsys):
     with pytest.raises(SystemExit):
         parse_args(["--override", "box_iou_max=1.0"])
-    assert "--override needs --tag" in capsys.readouterr().err
+    assert "--override and --adapter need --tag" in capsys.readouterr().err
+
+
+def test_adapter_changes_are_parsed_as_medsa_config_fields_and_change_only_those_fields():
+    import dataclasses
+
+    from peft_medsa import MedSAConfig
+
+    args = parse_args(["--adapter", "r=32", "encoder_layers=[7, 8, 9]", "--tag", "medsa-r32"])
+    assert args.adapter_overrides == {"r": 32, "encoder_layers": [7, 8, 9]}
+    recipe = MedSAConfig(r=16, encoder_layers=[8, 9], prompt_conditioning="hyper")
+    changed = dataclasses.replace(recipe, **parse_overrides(["r=32"], config="adapter"))  # as build() changes it
+    assert (changed.r, changed.encoder_layers, changed.prompt_conditioning) == (32, [8, 9], "hyper")
+    with pytest.raises(SystemExit, match="KEY a MedSAConfig field"):
+        parse_overrides(["learning_rate=0.1"], config="adapter")
+    with pytest.raises(SystemExit):
+        parse_args(["--adapter", "r=32"])  # no --tag
 
 
 def test_a_changed_recipe_is_compared_at_its_last_checkpoint_with_the_defaults_last():
