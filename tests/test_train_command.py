@@ -103,6 +103,10 @@ def test_presets_change_the_lite_medsam_recipe_and_refuse_other_models():
     assert fundus.training_text == LITE_MEDSAM.training_text  # the card names the mirroring the preset keeps
     assert "mirrored" not in Recipe(LITE_MEDSAM.peft_config, {"hflip_probability": 0.0}, "clicks").training_text
     assert default_recipe(lite, preset="optic-disc-cup", learning_rate=5e-4).training["learning_rate"] == 5e-4
+    assert (fundus.peft_config.r, LITE_MEDSAM.peft_config.r) == (32, 16)  # the preset widens the adapters ...
+    assert fundus.peft_config.encoder_layers == LITE_MEDSAM.peft_config.encoder_layers
+    assert default_recipe(lite, preset="optic-disc-cup", rank=8).peft_config.r == 8  # ... unless --rank says
+    assert default_recipe(lite).peft_config.r == 16
     with pytest.raises(ValueError, match="preset 'retina' is not known; choose one of \\['optic-disc-cup'\\]"):
         default_recipe(lite, preset="retina")
     with pytest.raises(ValueError, match="measured on LiteMedSAM only, but the model is 'sam'"):
