@@ -158,9 +158,10 @@ class MedSATrainer:
         self.one_encoder_forward = True
         """In a single-process run, each micro-batch runs the image encoder once, with gradients, and its corrective
         clicks are simulated on those embeddings (detached): the same numbers as a separate gradient-free encoder
-        forward for the clicks (tested), without its cost (a fifth to a sixth of a step). ``False`` restores the
-        separate forward, the reference path; distributed runs always take it (DDP and FSDP need the whole forward
-        inside the wrapped model)."""
+        forward for the clicks (tested), without its cost (``benchmarks/bench_train_step.py``: a fifth of a Med-SA
+        step, an eighth of a full fine-tuning step, on LiteMedSAM). ``False`` restores the separate forward, the
+        reference path; distributed runs always take it (DDP and FSDP need the whole forward inside the wrapped
+        model)."""
 
     # -- set-up ----------------------------------------------------------------------------------------------------
     def _check_output_dir(self) -> None:
@@ -306,7 +307,6 @@ class MedSATrainer:
                 ]
         return prompts
 
-    # -- saving ----------------------------------------------------------------------------------------------------
     def _reference_inputs(self, accelerator, unwrapped, keys, pixels, masks, sizes, prompts, n_clicks: int):
         """``(embeddings, prompts)`` of a micro-batch by the reference path: a separate gradient-free encoder forward
         for the corrective clicks, then the training forward's own; ``embeddings`` is ``None`` when the whole model
@@ -323,6 +323,7 @@ class MedSATrainer:
         with accelerator.autocast():
             return self._embeddings(unwrapped, keys, pixels), prompts
 
+    # -- saving ----------------------------------------------------------------------------------------------------
     def _save_adapter(self, accelerator, name: str, metrics_markdown: str | None, step: int) -> Path:
         """``save_pretrained`` + model card into ``output_dir/name`` via a temporary folder.
 
