@@ -157,11 +157,11 @@ class MedSATrainer:
         """Whether the model is sharded with FSDP2 (set by train())."""
         self.one_encoder_forward = True
         """In a single-process run, each micro-batch runs the image encoder once, with gradients, and its corrective
-        clicks are simulated on those embeddings (detached): the same numbers as a separate gradient-free encoder
-        forward for the clicks (tested), without its cost (``benchmarks/bench_train_step.py``: a fifth of a Med-SA
-        step, an eighth of a full fine-tuning step, on LiteMedSAM). ``False`` restores the separate forward, the
-        reference path; distributed runs always take it (DDP and FSDP need the whole forward inside the wrapped
-        model)."""
+        clicks are simulated on those embeddings (detached): the same numbers, up to float rounding, as a separate
+        gradient-free encoder forward for the clicks (tested), without its cost (``benchmarks/bench_train_step.py``:
+        a fifth of a Med-SA step, an eighth of a full fine-tuning step, on LiteMedSAM). ``False`` restores the
+        separate forward, the reference path; distributed runs always take it (DDP and FSDP need the whole forward
+        inside the wrapped model)."""
 
     # -- set-up ----------------------------------------------------------------------------------------------------
     def _check_output_dir(self) -> None:
