@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _real_data_sets import DATASETS, DEFAULT_DATA_ROOT, load_split  # noqa: E402
-from learning_curves import build  # noqa: E402
+from learning_curves import build, run_config  # noqa: E402
 
 STEPS = {"medsa": 30, "full": 8}
 VARIANTS = ("one forward", "reference")
@@ -52,14 +52,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def time_training(method: str, one_forward: bool, train, steps: int, skip: int) -> tuple[float, float]:
     """``(seconds per step over the whole run, seconds per step after step skip)`` of one training."""
-    from peft_medsa.training import MedSATrainer, TrainingConfig
+    from peft_medsa.training import MedSATrainer
 
     model, training = build(method, seed=0)
     marks: dict[int, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench_step_") as tmp:
-        training.update(output_dir=tmp, max_steps=steps, seed=0, cpu=True, show_progress=False, overwrite=True,
-                        warmup_steps=min(training["warmup_steps"], steps // 4))
-        trainer = MedSATrainer(model, train, TrainingConfig(**training),
+        trainer = MedSATrainer(model, train, run_config(training, tmp, steps, seed=0),
                                callbacks=[lambda _trainer, step: marks.__setitem__(step, time.perf_counter())])
         trainer.one_encoder_forward = one_forward
         start = time.perf_counter()

@@ -192,8 +192,18 @@ def ellipse_dice(samples: list[dict]) -> float:
     return 100 * float(np.mean(scores))
 
 
+def run_config(training: dict, output_dir: str, steps: int, seed: int):
+    """The :class:`TrainingConfig` of one benchmark run: ``training`` (a recipe's keyword arguments) over ``steps``
+    steps on the CPU, quiet, its warm-up at most a quarter of the steps."""
+    from peft_medsa.training import TrainingConfig
+
+    return TrainingConfig(**{**training, "output_dir": output_dir, "max_steps": steps, "seed": seed, "cpu": True,
+                             "show_progress": False, "overwrite": True,
+                             "warmup_steps": min(training["warmup_steps"], steps // 4)})
+
+
 def run_one(name: str, method: str, seed: int, train, val, args, rows: list[dict]) -> None:
-    from peft_medsa.training import MedSATrainer, TrainingConfig
+    from peft_medsa.training import MedSATrainer
 
     model, training = build(method, seed, args.overrides, getattr(args, "adapter_overrides", {}))
     label = args.tag if method == "medsa" and args.tag else method
@@ -215,10 +225,9 @@ def run_one(name: str, method: str, seed: int, train, val, args, rows: list[dict
         clock["mark"] = time.perf_counter()
 
     with tempfile.TemporaryDirectory(prefix="curves_") as tmp:
-        training.update(output_dir=tmp, max_steps=max(steps), seed=seed, cpu=True, show_progress=False,
-                        overwrite=True, warmup_steps=min(training["warmup_steps"], max(steps) // 4))
+        config = run_config(training, tmp, max(steps), seed)
         clock["mark"] = time.perf_counter()
-        MedSATrainer(model, train, TrainingConfig(**training), callbacks=[checkpoint]).train()
+        MedSATrainer(model, train, config, callbacks=[checkpoint]).train()
 
 
 def plot(name: str, rows: list[dict], out: Path) -> None:

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..evaluation import evaluate_model, sam_predict_fn
-from ..model_input import resolve_normalization
+from ..model_input import base_sam_model, resolve_normalization
 from ..prompts import add_corrective_click, collate_prompts
 from .checkpoint_integrity import resume_checkpoint
 from .checkpoints import (
@@ -290,8 +290,8 @@ class MedSATrainer:
         mirroring) when there is one; gradients reach the trainable encoder parameters when grad mode is on."""
         if self.prefix_cache is not None:
             return self.prefix_cache.image_embeddings(keys, pixels)
-        base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
-        return base.vision_encoder(pixel_values=pixels).last_hidden_state  # get_image_embeddings is gradient-free
+        encoder = base_sam_model(unwrapped).vision_encoder
+        return encoder(pixel_values=pixels).last_hidden_state  # get_image_embeddings is gradient-free
 
     @torch.no_grad()
     def _simulate_clicks(self, accelerator, embeddings, unwrapped, masks, sizes, prompts, n_clicks: int):
