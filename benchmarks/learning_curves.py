@@ -205,7 +205,7 @@ def run_config(training: dict, output_dir: str, steps: int, seed: int):
 def run_one(name: str, method: str, seed: int, train, val, args, rows: list[dict]) -> None:
     from peft_medsa.training import MedSATrainer
 
-    model, training = build(method, seed, args.overrides, getattr(args, "adapter_overrides", {}))
+    model, training = build(method, seed, args.overrides, args.adapter_overrides)
     label = args.tag if method == "medsa" and args.tag else method
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     steps = [c for c in args.checkpoints if method not in EXPENSIVE or c <= args.max_steps_expensive]

@@ -130,8 +130,9 @@ def default_recipe(
     if learning_rate is not None:
         training["learning_rate"] = learning_rate
     peft_config = copy.deepcopy(recipe.peft_config)  # get_peft_model records things on its config
-    if rank is not None or preset_rank is not None:
-        peft_config.r = rank if rank is not None else preset_rank
+    rank = rank if rank is not None else preset_rank
+    if rank is not None:
+        peft_config.r = rank
     return replace(recipe, peft_config=peft_config, training=training)
 
 
