@@ -59,11 +59,22 @@ EXPENSIVE = ("lora", "full")
 LEARNING_RATES = {"decoder": 1e-4, "lora": 5e-4, "full": 5e-5}
 CURRENT = "-1click-hflip"
 """Label suffix of rows trained with the current ``LITE_MEDSAM`` prompts (one start click, mirroring). The ``medsa``
-rows of the merged results are the recipe before it (1-3 start clicks, no mirroring); the current one was run as an
-``--override initial_clicks=1 hflip_probability=0.5 --tag medsa-1click-hflip``. A comparison method trained with the
-current prompts (``build`` gives every method the current recipe's prompts) is labelled ``full-1click-hflip`` and so on
-(its log's ``"method": "full"`` relabelled, as ``benchmarks/README.md`` shows), so that a curve never mixes prompts."""
+rows of the merged results are the recipe before it (1-3 start clicks, no mirroring); the current one was first run
+as an ``--override initial_clicks=1 hflip_probability=0.5 --tag medsa-1click-hflip``. A comparison method trained with
+the current prompts (``build`` gives every method the current recipe's prompts) is labelled ``full-1click-hflip`` and
+so on, so that a curve never mixes prompts: new runs are labelled so by :func:`row_label` (runs made before it wrote
+``"method": "full"`` and were relabelled, as ``benchmarks/README.md`` shows)."""
 CURRENT_DEFAULT = "medsa" + CURRENT
+
+
+def row_label(method: str, tag: str | None = None) -> str:
+    """The method label of a new run's rows: ``tag`` for a changed Med-SA recipe, else ``method`` + :data:`CURRENT`.
+
+    ``build`` trains every method with the prompts of the current ``LITE_MEDSAM`` recipe, so a new run's rows are
+    labelled as such (``medsa-1click-hflip``, ``full-1click-hflip``, ...) and never merge into the curves of the plain
+    labels (``medsa``, ``full``, ...), which were trained with the earlier prompts (1-3 start clicks, no mirroring).
+    """
+    return tag if method == "medsa" and tag else method + CURRENT
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "outputs" / "learning_curves"
 
 
@@ -206,7 +217,7 @@ def run_one(name: str, method: str, seed: int, train, val, args, rows: list[dict
     from peft_medsa.training import MedSATrainer
 
     model, training = build(method, seed, args.overrides, args.adapter_overrides)
-    label = args.tag if method == "medsa" and args.tag else method
+    label = row_label(method, args.tag)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     steps = [c for c in args.checkpoints if method not in EXPENSIVE or c <= args.max_steps_expensive]
     clock = {"train": 0.0, "mark": time.perf_counter()}

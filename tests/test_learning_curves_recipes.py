@@ -10,11 +10,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from learning_curves import (  # noqa: E402
+    CURRENT,
+    CURRENT_DEFAULT,
     SETTINGS,
     compare_recipes,
     parse_args,
     parse_overrides,
     recipe_parent,
+    row_label,
     summary,
     write_outputs,
 )
@@ -127,3 +130,17 @@ def test_the_merged_summary_compares_each_changed_recipe_with_its_parent(tmp_pat
     assert "medsa-1click is at or above medsa in 5 of 5 cells" in text
     assert "medsa-1click-lr2e-3 is at or above medsa-1click in 0 of 5 cells" in text
     assert "medsa-1click-lr2e-3 is at or above medsa in" not in text
+
+
+def test_new_runs_are_labelled_with_the_prompts_they_were_trained_with():
+    """Every method is built with the current recipe's prompts, so its rows never join the earlier-prompt curves."""
+    from peft_medsa.training.recipes import LITE_MEDSAM
+
+    # the suffix names the recipe's prompts: one start click and mirroring (a changed recipe needs a new suffix)
+    assert (LITE_MEDSAM.training["initial_clicks"], LITE_MEDSAM.training["hflip_probability"]) == (1, 0.5)
+    assert CURRENT == "-1click-hflip"
+    assert row_label("medsa") == CURRENT_DEFAULT == "medsa-1click-hflip"
+    assert [row_label(m) for m in ("full", "decoder", "lora")] == [
+        "full-1click-hflip", "decoder-1click-hflip", "lora-1click-hflip"]
+    assert row_label("medsa", "medsa-1click-hflip-r32") == "medsa-1click-hflip-r32"
+    assert row_label("full", "medsa-x") == "full-1click-hflip"  # --tag labels only the changed Med-SA recipe
