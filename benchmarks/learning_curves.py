@@ -65,6 +65,7 @@ the current prompts (``build`` gives every method the current recipe's prompts) 
 so on, so that a curve never mixes prompts: new runs are labelled so by :func:`row_label` (runs made before it wrote
 ``"method": "full"`` and were relabelled, as ``benchmarks/README.md`` shows)."""
 CURRENT_DEFAULT = "medsa" + CURRENT
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "outputs" / "learning_curves"
 
 
 def row_label(method: str, tag: str | None = None) -> str:
@@ -75,7 +76,6 @@ def row_label(method: str, tag: str | None = None) -> str:
     labels (``medsa``, ``full``, ...), which were trained with the earlier prompts (1-3 start clicks, no mirroring).
     """
     return tag if method == "medsa" and tag else method + CURRENT
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "outputs" / "learning_curves"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
