@@ -167,11 +167,13 @@ def build(method: str, seed: int, overrides: dict | None = None, adapter: dict |
 
 
 def evaluate(model, samples: list[dict], repeats: int) -> dict[str, float]:
-    """Mean Dice (%) per setting; each image embedded once."""
+    """Mean Dice (%) per setting; each image embedded once. The masks as every method predicts them: no adapter's
+    ``mask_shape`` (an ellipse fit on ORIGA, which any method could use) is applied, so that the methods compare on
+    what they learned; ``mask_shape.py`` measures that fit."""
     from peft_medsa.evaluation import evaluate_model
     from peft_medsa.inference.predictor import MedSAPredictor
 
-    predictor = MedSAPredictor(model)
+    predictor = MedSAPredictor(model, mask_shape=None)
     records: dict[str, list[float]] = {s: [] for s in SETTINGS}
 
     def predict(image, prompt):
@@ -336,7 +338,9 @@ def verdict(rows: list[dict], versus: str = "full", at: str = "time", medsa: str
     With ``at="time"``, ``versus`` is taken at its last checkpoint (training time T) and Med-SA at its last checkpoint
     whose mean training time is at most T (so Med-SA never has more time; a set where none fits is listed but not
     scored). With ``at="steps"``, both are taken at the largest step count they both have a checkpoint at (sets with
-    none in common are left out). Mean ± std over the training seeds; a cell is won when Med-SA's mean is at least the
+    none in common are left out). Per set, only the training seeds that both methods were run with count (paired: the
+    Dice cells and the training times alike, so that extra seeds of one side, or their times measured in other hours,
+    do not move the comparison). Mean ± std over those seeds; a cell is won when Med-SA's mean is at least the
     other's.
     """
     if at not in ("time", "steps"):
@@ -346,9 +350,13 @@ def verdict(rows: list[dict], versus: str = "full", at: str = "time", medsa: str
              "|---|---|---|" + "---|" * len(settings)]
     won = total = 0
     late: list[str] = []
+    used: set[int] = set()
     for name in sorted({r["set"] for r in rows}):
-        other_steps = sorted({r["step"] for r in rows if (r["set"], r["method"]) == (name, versus)})
-        medsa_steps = sorted({r["step"] for r in rows if (r["set"], r["method"]) == (name, medsa)})
+        seeds = set.intersection(*({r["seed"] for r in rows if (r["set"], r["method"]) == (name, m)}
+                                   for m in (medsa, versus)))
+        paired = [r for r in rows if r["set"] == name and r["seed"] in seeds]
+        other_steps = sorted({r["step"] for r in paired if r["method"] == versus})
+        medsa_steps = sorted({r["step"] for r in paired if r["method"] == medsa})
         if not other_steps or not medsa_steps:
             continue
         if at == "steps":
@@ -356,30 +364,30 @@ def verdict(rows: list[dict], versus: str = "full", at: str = "time", medsa: str
             if not common:
                 continue
             step = other_step = common[-1]
-            t_other = _seconds(rows, name, versus, other_step)
+            t_other = _seconds(paired, name, versus, other_step)
         else:
             other_step = other_steps[-1]
-            t_other = _seconds(rows, name, versus, other_step)
-            fitting = [s for s in medsa_steps if _seconds(rows, name, medsa, s) <= t_other]
+            t_other = _seconds(paired, name, versus, other_step)
+            fitting = [s for s in medsa_steps if _seconds(paired, name, medsa, s) <= t_other]
             if not fitting:
                 late.append(f"{name} ({medsa}'s first checkpoint, step {medsa_steps[0]}, took "
-                            f"{_seconds(rows, name, medsa, medsa_steps[0]):.0f} s; {versus} {t_other:.0f} s)")
+                            f"{_seconds(paired, name, medsa, medsa_steps[0]):.0f} s; {versus} {t_other:.0f} s)")
                 continue
             step = fitting[-1]
         cells = []
         for setting in settings:
-            text, win = _versus(_cell(rows, name, medsa, step, setting), _cell(rows, name, versus, other_step,
+            text, win = _versus(_cell(paired, name, medsa, step, setting), _cell(paired, name, versus, other_step,
                                                                                 setting))
             won, total = won + win, total + 1
             cells.append(text)
-        lines.append(f"| {name} | {step} ({_seconds(rows, name, medsa, step):.0f}) | {other_step} "
+        used |= seeds
+        lines.append(f"| {name} | {step} ({_seconds(paired, name, medsa, step):.0f}) | {other_step} "
                      f"({t_other:.0f}) | " + " | ".join(cells) + " |")
-    seeds = sorted({r["seed"] for r in rows if r["method"] == medsa})
     lines.append("")
     budget = "equal or less training time" if at == "time" else "the same number of steps"
     who = "Med-SA" if medsa == "medsa" else f"Med-SA ({medsa})"
     lines.append(f"{who} at {budget} wins {won} of {total} cells against {versus} "
-                 f"(training seeds {seeds}; bold: won).")
+                 f"(paired training seeds {sorted(used)}; bold: won).")
     if late:
         lines.append(f"Not scored, no {medsa} checkpoint within the time: " + "; ".join(late) + ".")
     return "\n".join(lines) + "\n"

@@ -248,7 +248,7 @@ def evaluate_cached(model: torch.nn.Module, samples: list[dict], repeats: int, d
         Setting -> :class:`EvaluationResult` with the records that ``evaluate_model(..., repeats, seed=0)`` gives on
         all samples at once (prompt generators are seeded per case, not by sample order).
     """
-    predictor = MedSAPredictor(model, device=device)
+    predictor = MedSAPredictor(model, device=device, mask_shape=None)  # as predicted, whatever the adapter records
 
     def predict(image: np.ndarray, prompt: Prompt) -> np.ndarray:  # the image is the one set below
         points = prompt.points if prompt.num_points else None

@@ -457,3 +457,19 @@ def test_debug_keeps_the_cause_of_a_user_error(model_dir, tmp_path, capsys):
     with pytest.raises(UserError, match="--point '1,x'") as caught:
         main([*map(str, args), "--quiet", "--debug"])
     assert isinstance(caught.value.__cause__, ValueError)
+
+
+def test_predict_mask_shape_ellipse_writes_the_fitted_ellipse(model_dir, image_png, tmp_path, capsys):
+    from peft_medsa.mask_shape import fit_ellipse
+
+    image, path = image_png
+    predictor = MedSAPredictor(tiny_sam())
+    predictor.set_image(image)
+    raw = predictor.predict(box=[5, 6, 40, 45])[0][0]
+    assert raw.sum() >= 6 and not np.array_equal(raw, fit_ellipse(raw))  # a mask that the fit changes
+    for shape, expected in (("none", raw), ("ellipse", fit_ellipse(raw))):
+        out = tmp_path / f"mask-{shape}.png"
+        code, _, _ = run(capsys, "predict", "--model", model_dir, "--image", path, "--box", "5,6,40,45",
+                         "--mask-shape", shape, "--out", out)
+        assert code == 0
+        np.testing.assert_array_equal(np.asarray(Image.open(out)), expected.astype(np.uint8) * 255)

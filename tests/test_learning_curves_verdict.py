@@ -121,3 +121,15 @@ def test_the_current_recipe_meets_comparisons_trained_with_its_prompts_first(tmp
     # current recipe meets it at both last checkpoints, whatever their times (shown), tight box included
     assert f"{full_now} is at or above" not in summary
     assert f"{CURRENT_DEFAULT} is at or above {full_now} in 5 of 5 cells" in summary
+
+
+def test_the_verdict_pairs_training_seeds_so_extra_seeds_of_one_side_do_not_count():
+    # Med-SA's seeds 0-1 took 500 s (as the other method's 550 s); its extra seed 2, timed in other hours at 900 s and
+    # scoring 60, is not one the other method has: left out of the time and of the Dice alike
+    rows = _rows("medsa", 200, 500.0, 90.0) + _rows("medsa", 200, 900.0, 60.0, seeds=(2,))
+    rows += _rows("decoder", 500, 550.0, 85.0)
+    text = verdict(rows, "decoder")
+    assert "| isic | 200 (500) | 500 (550) | **90.5 ± 0.5** vs 85.5 ± 0.5" in text
+    assert "wins 4 of 4 cells against decoder (paired training seeds [0, 1]" in text
+    # without the pairing the mean time, 633 s, would exceed 550 s and the set would not be scored at all
+    assert "Not scored" not in text

@@ -36,6 +36,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "imagenet", "minmax", "none"),
         help="pixel normalisation; auto: min-max [0, 1] for LiteMedSAM, ImageNet mean/std for ViT SAM",
     )
+    parser.add_argument(
+        "--mask-shape",
+        default="auto",
+        choices=("auto", "none", "ellipse"),
+        help="auto: the adapter's recorded shape (ellipses fitted for an adapter trained on masks drawn as "
+        "ellipses, e.g. optic disc / cup); none: masks as predicted; ellipse: fit ellipses",
+    )
     parser.add_argument("--points-per-side", type=int, default=16, help="'everything': grid of N x N clicks")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")

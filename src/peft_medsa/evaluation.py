@@ -287,6 +287,7 @@ def sam_predict_fn(
     normalization: str = "auto",
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    mask_shape: str | None = "auto",
 ) -> PredictFn:
     """Turns a ``SamModel`` (or a ``PeftModel`` wrapping one) into a :data:`PredictFn` for :func:`evaluate_model`.
 
@@ -302,11 +303,14 @@ def sam_predict_fn(
             (:data:`peft_medsa.model_input.NORMALIZATIONS`).
         mean: Channel means for ``"imagenet"``.
         std: Channel standard deviations for ``"imagenet"``.
+        mask_shape: ``"auto"`` (the adapter's recorded ``mask_shape``: ellipses fitted for an adapter trained on
+            masks drawn as ellipses), ``None`` (masks as predicted) or ``"ellipse"`` (:mod:`peft_medsa.mask_shape`).
 
     Returns:
         ``predict_fn(image, prompt) -> (H, W) bool``.
     """
     from .inference.predictor import MedSAPredictor, cached_predict_fn
 
-    predictor = MedSAPredictor(model, normalization=normalization, device=device, mean=mean, std=std)
+    predictor = MedSAPredictor(model, normalization=normalization, device=device, mean=mean, std=std,
+                               mask_shape=mask_shape)
     return cached_predict_fn(predictor)

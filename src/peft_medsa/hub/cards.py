@@ -97,12 +97,25 @@ def _adapter_table(peft_model: Any | None, peft_config: Any | None) -> str:
         if hasattr(peft_config, key):
             value = getattr(peft_config, key)
             rows.append((key, "all" if key == "encoder_layers" and value is None else value))
+    if getattr(peft_config, "mask_shape", None) == "ellipse":
+        rows.append(("mask_shape", "ellipse"))
     if peft_model is not None:
         prefix = peft_model.base_model.prefix if hasattr(peft_model, "base_model") else "medsa_"
         trainable = sum(p.numel() for n, p in peft_model.named_parameters() if prefix in n or p.requires_grad)
         total = sum(p.numel() for p in peft_model.parameters())
         rows.append(("adapter parameters", f"{trainable:,} of {total:,} ({100 * trainable / max(total, 1):.2f}%)"))
     return "| setting | value |\n|---|---|\n" + "\n".join(f"| {k} | `{v}` |" for k, v in rows)
+
+
+def _mask_shape_note(peft_model: Any | None, peft_config: Any | None) -> str:
+    """A sentence for adapters that record ``mask_shape="ellipse"`` (their training masks are drawn ellipses)."""
+    if peft_model is not None:
+        peft_config = peft_config or peft_model.peft_config[peft_model.active_adapter]
+    if getattr(peft_config, "mask_shape", None) != "ellipse":
+        return ""
+    return ("\n\nThe training masks of this adapter are drawn as ellipses (`mask_shape: ellipse`): "
+            "`peft_medsa.inference.MedSAPredictor` returns the ellipse fitted to each predicted mask "
+            "(`peft_medsa.mask_shape.fit_ellipse`); the model's own output above is the mask before that fit.")
 
 
 def _base_model_type(peft_model: Any | None) -> str | None:
@@ -201,6 +214,7 @@ def render_model_card(
         "metrics_section": metrics_markdown.strip() if metrics_markdown else "Not evaluated yet.",
         "load_reference": repo_id or "<this repository or a local adapter folder>",
         "normalization": norm_text,
+        "mask_shape_note": _mask_shape_note(peft_model, peft_config),
         "license_name": f"{LICENSES[license]} (`{license}`)",
     }
     return Template(load_template()).substitute(values)

@@ -100,6 +100,12 @@ def _load_adapters(model: Any, adapters: list[str], active: str | None):
 
 
 # -- predict -------------------------------------------------------------------------------------------------------
+def _mask_shape(args: argparse.Namespace) -> str | None:
+    """``--mask-shape`` as :class:`MedSAPredictor` takes it (``"none"`` -> ``None``; absent -> ``"auto"``)."""
+    shape = getattr(args, "mask_shape", "auto")
+    return None if shape == "none" else shape
+
+
 def _prompt_2d(args: argparse.Namespace) -> Prompt:
     points = [parse_numbers(p, (2, 3), "--point", "X,Y or X,Y,LABEL (LABEL 1 inside, 0 outside)") for p in args.point]
     box = parse_numbers(args.box, (4,), "--box", "X0,Y0,X1,Y1 (XYXY pixels)") if args.box else None
@@ -189,7 +195,7 @@ def run_predict(args: argparse.Namespace) -> str:
     model = load_model(args.model, args.adapter, args.device, args.active_adapter)
     if volume:
         return _predict_volume(args, model, loaded, prompts, propagate, window, out)
-    predictor = MedSAPredictor(model, normalization=args.normalization)
+    predictor = MedSAPredictor(model, normalization=args.normalization, mask_shape=_mask_shape(args))
     predictor.set_image(image)
     if args.everything:
         from .everything import label_map, predictor_decode_fn, segment_everything
@@ -330,7 +336,7 @@ def run_evaluate(args: argparse.Namespace) -> str:
             ) from err
     samples = _load_samples(args)
     model = load_model(args.model, args.adapter, args.device, args.active_adapter)
-    predictor = MedSAPredictor(model, normalization=args.normalization)
+    predictor = MedSAPredictor(model, normalization=args.normalization, mask_shape=_mask_shape(args))
     if args.prompt == "everything":
         from .everything import evaluate_everything, predictor_decode_fn, segment_everything
 

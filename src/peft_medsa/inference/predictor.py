@@ -33,6 +33,7 @@ import torch
 from ..data.io import read_image
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, ResizeInfo, compute_resize, restore_original_size
 from ..data.transforms import model_pixels as preprocess_image
+from ..mask_shape import apply_mask_shape, check_mask_shape
 from ..model_input import (
     NORMALIZATIONS,
     base_sam_model,
@@ -129,6 +130,10 @@ class MedSAPredictor:
             ``"imagenet"``, ``"minmax"`` or ``"none"``.
         device: device to run on (default: the model's).
         mean, std: channel statistics for ``"imagenet"`` (on [0, 1] pixels).
+        mask_shape: ``"auto"`` (the active adapter's ``mask_shape``: ``"ellipse"`` for an adapter trained on masks
+            drawn as ellipses, else none), ``None`` (the masks as predicted) or ``"ellipse"`` (the ellipse fitted to
+            each mask, :func:`peft_medsa.mask_shape.fit_ellipse`). Applies to the boolean masks of `predict`, not to
+            logits (``return_logits=True``) nor to the low-resolution logits fed back as ``mask_input``.
 
     Example:
 
@@ -145,7 +150,11 @@ class MedSAPredictor:
         device: torch.device | str | None = None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        mask_shape: str | None = "auto",
     ) -> None:
+        if mask_shape != "auto":
+            check_mask_shape(mask_shape)
+        self.requested_mask_shape = mask_shape
         self.normalization = resolve_normalization(model, normalization)
         self.model = model.eval()
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -154,6 +163,20 @@ class MedSAPredictor:
         self.mean, self.std = tuple(mean), tuple(std)
         self.input_size = model_input_size(model)
         self.reset_image()
+
+    @property
+    def mask_shape(self) -> str | None:
+        """The shape `predict` gives its masks: the ``mask_shape`` asked for, or with ``"auto"`` the active adapter's
+        (``None`` for a bare model, a non-Med-SA adapter or several active adapters that disagree)."""
+        if self.requested_mask_shape != "auto":
+            return self.requested_mask_shape
+        configs = getattr(self.model, "peft_config", None)
+        active = _active_adapter(self.model)
+        if not configs or active is None:
+            return None
+        names = active if isinstance(active, tuple) else (active,)
+        shapes = {getattr(configs[name], "mask_shape", None) for name in names if name in configs}
+        return shapes.pop() if len(shapes) == 1 else None
 
     # -- image ------------------------------------------------------------------------------------------------------
     def reset_image(self) -> None:
@@ -317,7 +340,8 @@ class MedSAPredictor:
 
         Returns:
             ``masks`` ``(K, H, W)`` bool (or float logits), ``scores`` ``(K,)`` predicted IoU and ``low_res_logits``
-            ``(K, s, s)`` in model input space (``K`` = 3 with ``multimask_output``, else 1).
+            ``(K, s, s)`` in model input space (``K`` = 3 with ``multimask_output``, else 1). With a `mask_shape`
+            (``"ellipse"``) each boolean mask is the ellipse fitted to the predicted one.
 
         Raises:
             ValueError: no prompt, a point outside the image, a box with ``x1 < x0`` / ``y1 < y0`` or outside, a
@@ -337,8 +361,11 @@ class MedSAPredictor:
         masks_in = None if mask_input is None else self._check_mask_input(mask_input)
         low_res, scores = self.decode(points, labels, boxes, multimask_output=multimask_output, input_masks=masks_in)
         logits = self.postprocess(low_res[0])
-        masks = logits if return_logits else logits > 0
-        return masks.cpu().numpy(), scores[0].cpu().numpy(), low_res[0].cpu().numpy()
+        if return_logits:
+            masks = logits.cpu().numpy()
+        else:
+            masks = apply_mask_shape((logits > 0).cpu().numpy(), self.mask_shape)
+        return masks, scores[0].cpu().numpy(), low_res[0].cpu().numpy()
 
 
 def _low_res_size(predictor: MedSAPredictor) -> int:

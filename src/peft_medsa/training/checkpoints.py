@@ -27,7 +27,9 @@ CHECKPOINTS_DIR = "checkpoints"
 LATEST_FILE = "latest"
 STATE_FILE = "trainer_state.json"
 _TMP_PREFIX = ".tmp-"
-_IGNORED_PEFT_KEYS = ("base_model_name_or_path", "revision", "inference_mode", "peft_version")
+_IGNORED_PEFT_KEYS = ("base_model_name_or_path", "revision", "inference_mode", "peft_version", "mask_shape")
+"""Left out of the stored config: bookkeeping, and ``mask_shape`` (a post-processing of the predictions that the
+trainer decides from the data, which changes no number of the training)."""
 
 
 class CheckpointMismatchError(ValueError):

@@ -15,11 +15,14 @@ NORMALIZATIONS = ("auto", "imagenet", "minmax")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 BOOKKEEPING_FIELDS = ("output_dir", "resume", "overwrite", "show_progress", "cache_frozen_encoder", "cache_megabytes",
-                      "prefetch", "collective_timeout")
+                      "prefetch", "collective_timeout", "mask_shape")
 """Fields that may differ between a run and its resume (they change no number of the training)."""
 
 NEW_FIELDS = ("hflip_probability",)
 """Fields added after the first release: a stored config without them was written with their default."""
+
+MASK_SHAPE_CHOICES = ("auto", None, "ellipse")
+"""``TrainingConfig.mask_shape``: from the training masks, none, or ellipses (:mod:`peft_medsa.mask_shape`)."""
 
 
 @dataclass
@@ -75,6 +78,11 @@ class TrainingConfig:
         resume: Continue from the latest checkpoint of ``output_dir`` (which must be a run of the same config).
         overwrite: Delete an existing ``output_dir`` first.
         show_progress: tqdm progress bar on the main process.
+        mask_shape: The annotation shape recorded in the adapter (``MedSAConfig.mask_shape``; the predictor returns
+            masks of that shape): ``"auto"`` decides from the training masks before the first step (``"ellipse"``
+            when the median Dice of the first 32 non-empty masks with their fitted ellipses is at least 0.98, as
+            ORIGA's drawn disc and cup ellipses; :func:`peft_medsa.mask_shape.infer_mask_shape`), ``None`` keeps
+            the masks as predicted, ``"ellipse"`` fits ellipses whatever the data. Training itself is the same.
     """
 
     output_dir: str = field(default="medsa-run", metadata={"help": "Folder of the run."})
@@ -113,6 +121,9 @@ class TrainingConfig:
     overwrite: bool = field(default=False, metadata={"help": "Delete an existing output_dir first."})
     show_progress: bool = field(default=True, metadata={"help": "tqdm progress bar."})
     normalize: str | None = field(default=None, metadata={"help": "Deprecated: use normalization."})
+    mask_shape: str | None = field(
+        default="auto", metadata={"help": "Adapter's mask shape: 'auto' (from the training masks), None, 'ellipse'."}
+    )
 
     def __post_init__(self) -> None:
         if self.normalize is not None:
@@ -146,6 +157,8 @@ class TrainingConfig:
             raise ValueError(
                 f"TrainingConfig.box_iou_max must be None or in [box_iou={self.box_iou}, 1], got {maximum!r}"
             )
+        if self.mask_shape not in MASK_SHAPE_CHOICES:
+            raise ValueError(f"TrainingConfig.mask_shape={self.mask_shape!r}; expected one of {MASK_SHAPE_CHOICES}")
         if self.resume and self.overwrite:
             raise ValueError("TrainingConfig: resume=True and overwrite=True contradict each other; choose one")
         check_training_config(self)

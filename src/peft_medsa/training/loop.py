@@ -176,6 +176,25 @@ class MedSATrainer:
         if cfg.resume:
             resume_checkpoint(out)  # before anything is created: no checkpoint -> refused, naming the folder
 
+    def _record_mask_shape(self) -> str | None:
+        """Sets ``mask_shape`` of the model's Med-SA adapters from ``config.mask_shape`` (``"auto"``: from the
+        training masks, :func:`peft_medsa.mask_shape.mask_shape_of_data`, the same on every process); returns it."""
+        from ..mask_shape import mask_shape_of_data
+
+        choice = self.config.mask_shape
+        configs = [c for c in self.model.peft_config.values() if hasattr(c, "mask_shape")]
+        if not configs:
+            if choice == "ellipse":
+                kinds = sorted({type(c).__name__ for c in self.model.peft_config.values()})
+                raise ValueError(f"TrainingConfig.mask_shape='ellipse' is recorded in a Med-SA adapter's config, but "
+                                 f"this model's adapters are {kinds}; leave mask_shape at 'auto' or None")
+            return None
+        if choice == "auto":
+            choice = mask_shape_of_data(self.train_data)
+        for config in configs:
+            config.mask_shape = choice
+        return choice
+
     def _build(self):
         from accelerate import Accelerator
         from accelerate.utils import InitProcessGroupKwargs, set_seed
@@ -396,6 +415,7 @@ class MedSATrainer:
             NonFiniteLossError: The loss became NaN / inf (step and case ids named; no checkpoint written).
         """
         self._check_output_dir()
+        self.mask_shape = self._record_mask_shape()
         accelerator, model, optimizer, scheduler, trainable = self._build()
         self.model_prepared, self.optimizer = model, optimizer
         try:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from peft.config import PeftConfig
 from peft.utils import PeftType
 
+from ...mask_shape import check_mask_shape
 from ..adapter import ACTIVATIONS
 from .config_checks import check_bool_fields, check_scaling
 from .load_checks import check_weights_file
@@ -52,6 +53,10 @@ class MedSAConfig(PeftConfig):
             the model with ``num_slices=D`` on volume-major slices. Needs ``"attn"`` in ``encoder_positions``.
         sd_fusion: how the depth branch joins the space branch: ``"add"`` (paper), ``"concat"`` or
             ``"cross_attention"`` (Table 8).
+        mask_shape: how the target is annotated, recorded with the adapter: ``None`` (traced boundaries; the masks are
+            returned as predicted) or ``"ellipse"`` (annotators draw ellipses, as ORIGA's optic disc and cup:
+            :class:`~peft_medsa.inference.MedSAPredictor` returns the ellipse fitted to each predicted mask,
+            :mod:`peft_medsa.mask_shape`). Set by the trainer from the training masks (``TrainingConfig.mask_shape``).
     """
 
     r: int = field(default=64, metadata={"help": "Bottleneck width of every adapter (Table 7a: 64)."})
@@ -95,10 +100,15 @@ class MedSAConfig(PeftConfig):
     sd_fusion: str = field(
         default="add", metadata={"help": "SD-Trans fusion: 'add' (paper), 'concat' or 'cross_attention' (Table 8)."}
     )
+    mask_shape: str | None = field(
+        default=None,
+        metadata={"help": "Annotation shape of the target: None (as predicted) or 'ellipse' (fitted ellipses)."},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.peft_type = PeftType.MEDSA
+        check_mask_shape(self.mask_shape, f"{type(self).__name__}.mask_shape")
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r <= 0:
             raise ValueError(f"MedSAConfig.r must be a positive integer, got r={self.r!r}")
         check_scaling(self)
