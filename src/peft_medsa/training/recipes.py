@@ -63,7 +63,9 @@ trained in 1 sample of 18; with one start click in 1 of 6, which raised the vali
 sets (``benchmarks/README.md``, "One start click"). Half the training images are mirrored left-right
 (``hflip_probability=0.5``): with 14 training images per set it was at or above the recipe without mirroring in 17 of
 20 validation cells over 5 seeds (1-point ISIC 94.0 from 93.8, DDTI 88.4 from 87.6, ORIGA cup 80.5 from 80.2, ORIGA
-disc 93.0 from 93.1; ``benchmarks/README.md``, "Mirrored training images")."""
+disc 93.0 from 93.1; ``benchmarks/README.md``, "Mirrored training images"). The adapter's ``mask_shape`` is decided
+from the training masks (``TrainingConfig.mask_shape="auto"``, every recipe): ORIGA's disc and cup, drawn as ellipses,
+get the ellipse fit in the predictor (``benchmarks/README.md``, "Masks drawn as ellipses")."""
 
 VIT_SAM = Recipe(
     peft_config=MedSAConfig(),
