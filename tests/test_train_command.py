@@ -145,3 +145,28 @@ def test_train_folder_example_under_accelerate_launch(tmp_path, model_dir):
     assert result.returncode == 0, result.stderr[-2000:]
     assert (out / "adapter_model.safetensors").is_file() and "## Evaluation" in (out / "README.md").read_text()
     assert "| 1pt |" in (out / "README.md").read_text() and str(out) in result.stdout
+
+
+def test_train_records_masks_drawn_as_ellipses_and_says_so(tmp_path, model_dir, capsys):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for folder in ("images", "masks"):
+        (tmp_path / "fundus" / folder).mkdir(parents=True)
+    yy, xx = np.mgrid[:48, :56]
+    for i in range(5):
+        mask = ((xx - 26 - i) / (12 + i)) ** 2 + ((yy - 22) / 9) ** 2 <= 1  # drawn ellipses
+        image = rng.integers(0, 120, (48, 56, 3), dtype=np.uint8)
+        image[mask] += 120
+        Image.fromarray(image).save(tmp_path / "fundus" / "images" / f"case{i}.png")
+        Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "fundus" / "masks" / f"case{i}.png")
+    for shape, recorded in (("auto", "ellipse"), ("none", None)):
+        out = tmp_path / f"adapter-{shape}"
+        code, stdout, err = run(capsys, "train", "--data", tmp_path / "fundus", "--out", out, "--model", model_dir,
+                                "--steps", "1", "--val-fraction", "0.4", "--repeats", "1", "--rank", "4",
+                                "--mask-shape", shape, "--cache-dir", tmp_path / "c")
+        assert code == 0, err
+        assert json.loads((out / "adapter_config.json").read_text())["mask_shape"] == recorded
+        assert ("mask shape: ellipse" in stdout) == (recorded == "ellipse")
+        assert ("returns the ellipse fitted" in (out / "README.md").read_text()) == (recorded == "ellipse")

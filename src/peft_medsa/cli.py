@@ -134,6 +134,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=["optic-disc-cup"], default=None,
                         help="LiteMedSAM recipe measured better for one kind of target: optic-disc-cup (fundus optic "
                              "disc / cup; learning rate 2e-3, adapters r = 32); default: none")
+    parser.add_argument("--mask-shape", choices=("auto", "none", "ellipse"), default="auto",
+                        help="shape recorded in the adapter: auto (ellipse when the training masks are drawn as "
+                             "ellipses, e.g. optic disc / cup), none, or ellipse (default: auto)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")
     parser.add_argument("--rank", type=int, default=None, help="adapter bottleneck width r (default: the recipe's)")
     parser.add_argument("--eval-every", type=int, default=None, help="validate every N steps (default: 4 times)")

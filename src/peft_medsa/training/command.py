@@ -117,6 +117,7 @@ def run_train(args: argparse.Namespace) -> str:
     config = recipe.training_config(
         output_dir=str(run), eval_every=eval_every if eval_data is not None else 0, seed=args.seed,
         overwrite=args.overwrite, cpu=args.cpu, show_progress=not getattr(args, "quiet", False),
+        mask_shape=None if getattr(args, "mask_shape", "auto") == "none" else getattr(args, "mask_shape", "auto"),
     )
     targets = ", ".join(args.target or available)
     base_model = "LiteMedSAM" if args.model == "lite-medsam" else args.model
@@ -144,6 +145,10 @@ def run_train(args: argparse.Namespace) -> str:
         shutil.rmtree(out)
     os.replace(tmp, out)
     lines = [f"trained {result.steps} steps on {len(train_data)} images; adapter: {out} (run folder: {run})"]
+    shape = getattr(model.peft_config[model.active_adapter], "mask_shape", None)
+    if shape == "ellipse":
+        lines.append("mask shape: ellipse (the training masks are drawn as ellipses; the predictor fits one to each "
+                     "predicted mask; --mask-shape none at prediction for the mask as predicted)")
     if metrics:
         lines.append(metrics)
     return "\n".join(lines)
