@@ -71,10 +71,14 @@ def fit_ellipse(mask: np.ndarray) -> np.ndarray:
     mask = np.asarray(mask).astype(bool)
     if mask.ndim != 2:
         raise ValueError(f"fit_ellipse takes one (H, W) mask, got shape {mask.shape}")
-    part = largest_component(mask)
-    ys, xs = np.nonzero(part)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if len(rows) == 0:
+        return mask
+    top, left = int(rows[0]), int(cols[0])  # components are found in the mask's bounding box only
+    ys, xs = np.nonzero(largest_component(mask[top : rows[-1] + 1, left : cols[-1] + 1]))
     if len(xs) < MIN_PIXELS:
         return mask
+    ys, xs = ys + top, xs + left
     cx, cy = xs.mean(), ys.mean()
     dx, dy = xs - cx, ys - cy
     cov = np.array([[np.mean(dx * dx), np.mean(dx * dy)], [np.mean(dx * dy), np.mean(dy * dy)]])
