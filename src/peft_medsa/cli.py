@@ -41,7 +41,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default="auto",
         choices=("auto", "none", "ellipse"),
         help="auto: the adapter's recorded shape (ellipses fitted for an adapter trained on masks drawn as "
-        "ellipses, e.g. optic disc / cup); none: masks as predicted; ellipse: fit ellipses",
+        "ellipses, e.g. optic disc / cup); none: masks as predicted; ellipse: fit ellipses (2D images)",
     )
     parser.add_argument("--points-per-side", type=int, default=16, help="'everything': grid of N x N clicks")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -8,15 +8,16 @@ adapter trained on such masks records ``mask_shape="ellipse"`` in its :class:`~p
 :class:`~peft_medsa.inference.predictor.MedSAPredictor` then returns the ellipse fitted to each predicted mask.
 
 The trainer decides from the training masks alone (:func:`infer_mask_shape`, ``TrainingConfig.mask_shape="auto"``):
-a mask is drawn as an ellipse when it agrees with its own fitted ellipse (:func:`ellipse_agreement`) to a Dice of
-at least :data:`ELLIPSE_AGREEMENT` (0.98). On the four real 2D sets of ``benchmarks/``, ORIGA's disc and cup masks
+the masks count as drawn ellipses when their median Dice with their own fitted ellipses (:func:`ellipse_agreement`)
+is at least :data:`ELLIPSE_AGREEMENT` (0.98). On the four real 2D sets of ``benchmarks/``, ORIGA's disc and cup masks
 agree to 0.998-0.999, ISIC lesions and DDTI nodules to a median of 0.95 (``benchmarks/README.md``, "Masks drawn as
 ellipses"; the first 32 non-empty training masks are looked at, :func:`mask_shape_of_data`).
 
 The fit is the ellipse with the same centroid and second moments as the largest connected component of the mask (a
 uniformly filled ellipse with semi-axes ``a``, ``b`` has variances ``a**2 / 4`` and ``b**2 / 4`` along them, so the
 ellipse is ``{p : (p - mu)^T C^-1 (p - mu) <= 4}`` for the component's centroid ``mu`` and covariance ``C``). It is
-rotated with the mask, needs no optimisation, and returns a filled ellipse of about the mask's area.
+rotated with the mask, needs no optimisation, and returns a filled ellipse of about the mask's area. It applies to 2D
+boolean masks (``MedSAPredictor.predict``); volumes and logits are left as predicted.
 """
 
 from __future__ import annotations
