@@ -95,6 +95,7 @@ def test_the_shape_is_chosen_from_the_masks():
     assert infer_mask_shape([np.zeros((8, 8), dtype=bool)]) is None  # nothing to look at
     samples = [{"mask": np.zeros((64, 64), np.uint8)}] + [{"mask": m.astype(np.uint8)} for m in ellipses]
     assert mask_shape_of_data(samples) == "ellipse"
+    assert mask_shape_of_data(samples, indices=[0]) is None  # only the rows asked for: here an empty one
     assert mask_shape_of_data(samples[:1] + [{"mask": m.astype(np.uint8)} for m in rectangles]) is None
 
 

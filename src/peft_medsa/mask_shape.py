@@ -129,13 +129,16 @@ def infer_mask_shape(masks: Iterable[np.ndarray], threshold: float = ELLIPSE_AGR
     return "ellipse" if float(np.median(scores)) >= threshold else None
 
 
-def mask_shape_of_data(data: Any, limit: int = SAMPLES) -> str | None:
+def mask_shape_of_data(data: Any, limit: int = SAMPLES, indices: Iterable[int] | None = None) -> str | None:
     """:func:`infer_mask_shape` of the first ``limit`` non-empty masks of training ``data`` (a sequence of samples
-    with a ``(H, W)`` ``"mask"``, or a ``datasets.Dataset``, read through its ``mask`` column one row at a time)."""
+    with a ``(H, W)`` ``"mask"``, or a ``datasets.Dataset``, read through its ``mask`` column one row at a time).
+
+    ``indices``: the rows to look at, in order (the trainer passes its known non-empty ones, so that no mask is read
+    twice); ``None``: every row."""
     masks = data.select_columns(["mask"]) if hasattr(data, "select_columns") else data
     found = []
-    for i in range(len(masks)):
-        mask = np.asarray(masks[i]["mask"])
+    for i in range(len(masks)) if indices is None else indices:
+        mask = np.asarray(masks[int(i)]["mask"])
         if mask.any():
             found.append(mask > 0)
             if len(found) >= limit:

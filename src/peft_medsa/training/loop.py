@@ -177,8 +177,9 @@ class MedSATrainer:
             resume_checkpoint(out)  # before anything is created: no checkpoint -> refused, naming the folder
 
     def _record_mask_shape(self) -> str | None:
-        """Sets ``mask_shape`` of the model's Med-SA adapters from ``config.mask_shape`` (``"auto"``: from the
-        training masks, :func:`peft_medsa.mask_shape.mask_shape_of_data`, the same on every process); returns it."""
+        """Sets ``mask_shape`` of the model's Med-SA adapters from ``config.mask_shape`` (``"auto"``: from the first
+        usable training masks, :func:`peft_medsa.mask_shape.mask_shape_of_data`, the same on every process); returns
+        it. Needs :attr:`valid_indices`."""
         from ..mask_shape import mask_shape_of_data
 
         choice = self.config.mask_shape
@@ -190,7 +191,7 @@ class MedSATrainer:
                                  f"this model's adapters are {kinds}; leave mask_shape at 'auto' or None")
             return None
         if choice == "auto":
-            choice = mask_shape_of_data(self.train_data)
+            choice = mask_shape_of_data(self.train_data, indices=self.valid_indices)
         for config in configs:
             config.mask_shape = choice
         return choice
@@ -221,6 +222,7 @@ class MedSATrainer:
         shapes = {n: list(p.shape) for n, p in self.model.named_parameters() if p.requires_grad}
         if self.valid_indices is None:
             self.valid_indices = usable_indices(self.train_data, accelerator.process_index, accelerator.num_processes)
+        self.mask_shape = self._record_mask_shape()
         fsdp = fsdp_settings(accelerator)
         fingerprint = run_fingerprint(
             {k: v for k, v in cfg.to_dict().items() if k not in BOOKKEEPING_FIELDS},
@@ -415,7 +417,6 @@ class MedSATrainer:
             NonFiniteLossError: The loss became NaN / inf (step and case ids named; no checkpoint written).
         """
         self._check_output_dir()
-        self.mask_shape = self._record_mask_shape()
         accelerator, model, optimizer, scheduler, trainable = self._build()
         self.model_prepared, self.optimizer = model, optimizer
         try:
