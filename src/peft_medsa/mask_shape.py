@@ -135,7 +135,9 @@ def mask_shape_of_data(data: Any, limit: int = SAMPLES, indices: Iterable[int] |
 
     ``indices``: the rows to look at, in order (the trainer passes its known non-empty ones, so that no mask is read
     twice); ``None``: every row."""
-    masks = data.select_columns(["mask"]) if hasattr(data, "select_columns") else data
+    from .data.columns import mask_rows  # here: importing peft_medsa.mask_shape stays light
+
+    masks = mask_rows(data)
     found = []
     for i in range(len(masks)) if indices is None else indices:
         mask = np.asarray(masks[int(i)]["mask"])

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ..data.columns import mask_rows
+
 
 def _has_foreground(sample: Mapping) -> bool:
     return bool(np.asarray(sample["mask"]).any())
@@ -30,7 +32,7 @@ def usable_indices(data: Sequence[Mapping], rank: int = 0, world: int = 1) -> li
     Raises:
         ValueError: No sample has a non-empty mask.
     """
-    masks = data.select_columns(["mask"]) if hasattr(data, "select_columns") else data
+    masks = mask_rows(data)
     mine = [i for i in range(rank, len(masks), world) if _has_foreground(masks[i])]
     if world > 1:
         import torch.distributed as dist

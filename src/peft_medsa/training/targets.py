@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.columns import mask_rows
 from ..data.labels import LabelSpec
 
 
@@ -32,7 +33,7 @@ class TargetSamples(Sequence):
         if unknown:
             raise ValueError(f"unknown target(s) {unknown} for {spec.name}; available: {list(available)}")
         self.data, self.targets = data, {t: available[t] for t in names}
-        masks = data.select_columns(["mask"]) if hasattr(data, "select_columns") else data
+        masks = mask_rows(data)
         self.index: list[tuple[int, str]] = []
         for row in range(len(masks)):
             values = np.unique(np.asarray(masks[row]["mask"]))
