@@ -12,6 +12,7 @@ the evaluation.
 
 Usage:
     python benchmarks/mask_shape.py --sets origa_disc origa_cup --seeds 0 1 2 --adapters outputs/mask_shape
+    python benchmarks/mask_shape.py --preset optic-disc-cup --adapters outputs/mask_shape_preset   # the preset's
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from _real_data_sets import DATASETS, DEFAULT_DATA_ROOT, load_split  # noqa: E40
 from learning_curves import SETTINGS, build, run_config  # noqa: E402
 
 from peft_medsa.mask_shape import ellipse_agreement, fit_ellipse, mask_shape_of_data  # noqa: E402
+from peft_medsa.training.recipes import LITE_MEDSAM_PRESETS  # noqa: E402
 
 SHAPES = ("as predicted", "ellipse")
 
@@ -73,10 +75,10 @@ def _dice(prediction: np.ndarray, truth: np.ndarray) -> float:
     return float(compute_dice(prediction, truth))
 
 
-def adapter(name: str, seed: int, train: list[dict], folder: Path | None):
-    """The default recipe's adapter of ``name`` and ``seed``: loaded from ``folder/<name>-s<seed>`` when there, else
-    trained (200 steps, one CPU thread as set by the caller) and saved there. Returns ``(model, train seconds or
-    None, recorded mask_shape)``."""
+def adapter(name: str, seed: int, train: list[dict], folder: Path | None, preset: str | None = None):
+    """The default recipe's adapter of ``name`` and ``seed`` (changed by ``preset``, a name of
+    ``LITE_MEDSAM_PRESETS``): loaded from ``folder/<name>-s<seed>`` when there, else trained (200 steps, one CPU
+    thread as set by the caller) and saved there. Returns ``(model, train seconds or None, recorded mask_shape)``."""
     from peft import PeftModel
 
     from peft_medsa.backbones import convert_lite_medsam
@@ -86,7 +88,9 @@ def adapter(name: str, seed: int, train: list[dict], folder: Path | None):
     if path is not None and (path / "adapter_config.json").is_file():
         model = PeftModel.from_pretrained(convert_lite_medsam(), str(path))
         return model, None, model.peft_config["default"].mask_shape
-    model, training = build("medsa", seed)
+    changes = dict(LITE_MEDSAM_PRESETS[preset]) if preset else {}
+    width = {"r": changes.pop("r")} if "r" in changes else {}  # the adapters' width; the rest are TrainingConfig's
+    model, training = build("medsa", seed, changes, width)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mask_shape_") as tmp:
         MedSATrainer(model, train, run_config(training, tmp, training["max_steps"], seed)).train()
@@ -100,7 +104,7 @@ def table(results: list[dict]) -> str:
     """Markdown: per set and model, mean ± std over training seeds of each setting, as predicted -> ellipse."""
     lines = ["| set | model (seeds) | " + " | ".join(SETTINGS) + " |", "|---|---|" + "---|" * len(SETTINGS)]
     for name in sorted({r["set"] for r in results}):
-        for model in ("zero-shot", "medsa"):
+        for model in sorted({r["model"] for r in results if r["set"] == name}, key=lambda m: m != "zero-shot"):
             mine = [r for r in results if (r["set"], r["model"]) == (name, model)]
             if not mine:
                 continue
@@ -123,6 +127,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--adapters", type=Path, default=None, help="folder of the adapters (saved, or reused)")
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
+    parser.add_argument("--preset", choices=sorted(LITE_MEDSAM_PRESETS), default=None,
+                        help="train with a named LiteMedSAM preset instead of the default (use its own --adapters)")
     args = parser.parse_args(argv)
     if not args.data_root.is_dir():
         print(f"SKIPPED: real data folder {args.data_root} is absent")
@@ -142,8 +148,9 @@ def main(argv=None) -> int:
         results.append({"set": name, "model": "zero-shot", "seed": 0, **zero})
         print(json.dumps(results[-1]), flush=True)
         for seed in args.seeds:
-            model, seconds, recorded = adapter(name, seed, train, args.adapters)
-            results.append({"set": name, "model": "medsa", "seed": seed, "train_s": seconds,
+            model, seconds, recorded = adapter(name, seed, train, args.adapters, args.preset)
+            label = f"medsa {args.preset}" if args.preset else "medsa"
+            results.append({"set": name, "model": label, "seed": seed, "train_s": seconds,
                             "recorded_shape": recorded, **evaluate(model, val, args.repeats)})
             print(json.dumps(results[-1]), flush=True)
     print(table(results))

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..box_prior import check_box_prior, ellipse_prior_logits
 from ..data.io import read_image
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, ResizeInfo, compute_resize, restore_original_size
 from ..data.transforms import model_pixels as preprocess_image
@@ -134,6 +135,9 @@ class MedSAPredictor:
             drawn as ellipses, else none), ``None`` (the masks as predicted) or ``"ellipse"`` (the ellipse fitted to
             each mask, :func:`peft_medsa.mask_shape.fit_ellipse`). Applies to the boolean masks of `predict`, not to
             logits (``return_logits=True``) nor to the low-resolution logits fed back as ``mask_input``.
+        box_prior: ``"auto"`` (the active adapter's ``box_prior``: ``"ellipse"`` for an adapter trained with it, else
+            none), ``None`` or ``"ellipse"``: a box prompt given without ``mask_input`` comes with the ellipse
+            inscribed in the box as SAM's mask prompt (:mod:`peft_medsa.box_prior`).
 
     Example:
 
@@ -151,10 +155,14 @@ class MedSAPredictor:
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         mask_shape: str | None = "auto",
+        box_prior: str | None = "auto",
     ) -> None:
         if mask_shape != "auto":
             check_mask_shape(mask_shape)
+        if box_prior != "auto":
+            check_box_prior(box_prior)
         self.requested_mask_shape = mask_shape
+        self.requested_box_prior = box_prior
         self.normalization = resolve_normalization(model, normalization)
         self.model = model.eval()
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -170,13 +178,25 @@ class MedSAPredictor:
         (``None`` for a bare model, a non-Med-SA adapter or several active adapters that disagree)."""
         if self.requested_mask_shape != "auto":
             return self.requested_mask_shape
+        return self._adapter_setting("mask_shape")
+
+    @property
+    def box_prior(self) -> str | None:
+        """The mask prompt given with a box: the ``box_prior`` asked for, or with ``"auto"`` the active adapter's
+        (``None`` for a bare model, a non-Med-SA adapter or several active adapters that disagree)."""
+        if self.requested_box_prior != "auto":
+            return self.requested_box_prior
+        return self._adapter_setting("box_prior")
+
+    def _adapter_setting(self, name: str) -> str | None:
+        """Field ``name`` of the active adapters' configs when they agree, else ``None``."""
         configs = getattr(self.model, "peft_config", None)
         active = _active_adapter(self.model)
         if not configs or active is None:
             return None
         names = active if isinstance(active, tuple) else (active,)
-        shapes = {getattr(configs[name], "mask_shape", None) for name in names if name in configs}
-        return shapes.pop() if len(shapes) == 1 else None
+        values = {getattr(configs[n], name, None) for n in names if n in configs}
+        return values.pop() if len(values) == 1 else None
 
     # -- image ------------------------------------------------------------------------------------------------------
     def reset_image(self) -> None:
@@ -336,7 +356,8 @@ class MedSAPredictor:
             return_logits: return logits instead of boolean masks.
             mask_input: ``(s, s)`` or ``(1, s, s)`` low-resolution logits of an earlier `predict` on this image (its
                 third output, one mask of it), fed back as SAM's mask prompt so that a further click refines that
-                mask instead of starting over (segment-anything's ``SamPredictor.predict(mask_input=...)``).
+                mask instead of starting over (segment-anything's ``SamPredictor.predict(mask_input=...)``). Without
+                it, a box comes with the `box_prior`'s mask prompt when there is one.
 
         Returns:
             ``masks`` ``(K, H, W)`` bool (or float logits), ``scores`` ``(K,)`` predicted IoU and ``low_res_logits``
@@ -359,6 +380,8 @@ class MedSAPredictor:
             corners = self._to_input(self.check_box(box).reshape(2, 2)).reshape(4)
             boxes = torch.as_tensor(corners, dtype=torch.float32)[None, None]
         masks_in = None if mask_input is None else self._check_mask_input(mask_input)
+        if masks_in is None and boxes is not None and self.box_prior is not None:
+            masks_in = ellipse_prior_logits(boxes[0], _low_res_size(self), self.input_size)
         low_res, scores = self.decode(points, labels, boxes, multimask_output=multimask_output, input_masks=masks_in)
         logits = self.postprocess(low_res[0])
         if return_logits:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..box_prior import check_box_prior
 from .config_checks import check_training_config
 
 NORMALIZATIONS = ("auto", "imagenet", "minmax")
@@ -18,7 +19,7 @@ BOOKKEEPING_FIELDS = ("output_dir", "resume", "overwrite", "show_progress", "cac
                       "prefetch", "collective_timeout", "mask_shape")
 """Fields that may differ between a run and its resume (they change no number of the training)."""
 
-NEW_FIELDS = ("hflip_probability",)
+NEW_FIELDS = ("hflip_probability", "box_prior")
 """Fields added after the first release: a stored config without them was written with their default."""
 
 MASK_SHAPE_CHOICES = ("auto", None, "ellipse")
@@ -83,6 +84,10 @@ class TrainingConfig:
             when the median Dice of the first 32 non-empty masks with their fitted ellipses is at least 0.98, as
             ORIGA's drawn disc and cup ellipses; :func:`peft_medsa.mask_shape.infer_mask_shape`), ``None`` keeps
             the masks as predicted, ``"ellipse"`` fits ellipses whatever the data. Training itself is the same.
+        box_prior: ``None``, or ``"ellipse"``: every box prompt (training batches started from a box, their
+            corrective rounds, validation) comes with the ellipse inscribed in the box as SAM's mask prompt, and the
+            Med-SA adapters record it (``MedSAConfig.box_prior``) so that the predictor does the same
+            (:mod:`peft_medsa.box_prior`).
     """
 
     output_dir: str = field(default="medsa-run", metadata={"help": "Folder of the run."})
@@ -124,6 +129,9 @@ class TrainingConfig:
     mask_shape: str | None = field(
         default="auto", metadata={"help": "Adapter's mask shape: 'auto' (from the training masks), None, 'ellipse'."}
     )
+    box_prior: str | None = field(
+        default=None, metadata={"help": "Mask prompt with every box: None or 'ellipse' (the box's inscribed ellipse)."}
+    )
 
     def __post_init__(self) -> None:
         if self.normalize is not None:
@@ -159,6 +167,7 @@ class TrainingConfig:
             )
         if self.mask_shape not in MASK_SHAPE_CHOICES:
             raise ValueError(f"TrainingConfig.mask_shape={self.mask_shape!r}; expected one of {MASK_SHAPE_CHOICES}")
+        check_box_prior(self.box_prior, "TrainingConfig.box_prior")
         if self.resume and self.overwrite:
             raise ValueError("TrainingConfig: resume=True and overwrite=True contradict each other; choose one")
         check_training_config(self)

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..box_prior import ellipse_prior_logits
 from ..evaluation import evaluate_model, sam_predict_fn
 from ..model_input import base_sam_model, resolve_normalization
 from ..prompts import add_corrective_click, collate_prompts
@@ -145,6 +146,7 @@ class MedSATrainer:
         self.callbacks = list(callbacks)
         self.output_dir = Path(config.output_dir)
         self.input_size = model_input_size(model)
+        self.low_res_size = 4 * int(base_sam_model(model).config.prompt_encoder_config.image_embedding_size)
         self.normalization = resolve_normalization(model, config.normalization)
         """``config.normalization`` with ``"auto"`` resolved from the model."""
         self.case_ids_seen: list[list[str]] = []
@@ -196,6 +198,27 @@ class MedSATrainer:
             config.mask_shape = choice
         return choice
 
+    def _record_box_prior(self) -> str | None:
+        """Sets ``box_prior`` of the model's Med-SA adapters from ``config.box_prior`` and returns it; a prior asked
+        for a model without Med-SA adapters is refused (nothing would record it for the predictor)."""
+        choice = self.config.box_prior
+        configs = [c for c in self.model.peft_config.values() if hasattr(c, "box_prior")]
+        if choice is not None and not configs:
+            kinds = sorted({type(c).__name__ for c in self.model.peft_config.values()})
+            raise ValueError(f"TrainingConfig.box_prior={choice!r} is recorded in a Med-SA adapter's config, but this "
+                             f"model's adapters are {kinds}; leave box_prior at None")
+        for config in configs:
+            config.box_prior = choice
+        return choice
+
+    def _prompt_inputs(self, prompts: list, device) -> dict[str, torch.Tensor]:
+        """``collate_prompts`` of a micro-batch, with the box prior's mask prompt (``input_masks`` ``(B, 1, s, s)``)
+        when the prompts have boxes and ``config.box_prior`` is set."""
+        inputs = collate_prompts(prompts, device=device)
+        if self.config.box_prior is not None and "input_boxes" in inputs:
+            inputs["input_masks"] = ellipse_prior_logits(inputs["input_boxes"], self.low_res_size, self.input_size)
+        return inputs
+
     def _build(self):
         from accelerate import Accelerator
         from accelerate.utils import InitProcessGroupKwargs, set_seed
@@ -223,6 +246,7 @@ class MedSATrainer:
         if self.valid_indices is None:
             self.valid_indices = usable_indices(self.train_data, accelerator.process_index, accelerator.num_processes)
         self.mask_shape = self._record_mask_shape()
+        self.box_prior = self._record_box_prior()
         fsdp = fsdp_settings(accelerator)
         fingerprint = run_fingerprint(
             {k: v for k, v in cfg.to_dict().items() if k not in BOOKKEEPING_FIELDS},
@@ -319,7 +343,7 @@ class MedSATrainer:
         """Adds ``n_clicks`` corrective clicks, one per round, in the error region of the current prediction."""
         with accelerator.autocast():
             for _ in range(n_clicks):
-                inputs = collate_prompts(prompts, device=embeddings.device)
+                inputs = self._prompt_inputs(prompts, embeddings.device)
                 preds = (self._logits(unwrapped(image_embeddings=embeddings, **inputs, multimask_output=False)) > 0)
                 preds = preds.cpu().numpy()
                 prompts = [
@@ -483,7 +507,7 @@ class MedSATrainer:
                             embeddings, prompts = self._reference_inputs(accelerator, unwrapped, keys, pixels, masks,
                                                                          sizes, prompts, n_clicks)
                         with accelerator.autocast():
-                            prompt_inputs = collate_prompts(prompts, accelerator.device)
+                            prompt_inputs = self._prompt_inputs(prompts, accelerator.device)
                             if embeddings is None:
                                 outputs = model(pixel_values=pixels, **prompt_inputs, multimask_output=False)
                             else:

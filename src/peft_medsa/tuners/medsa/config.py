@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from peft.config import PeftConfig
 from peft.utils import PeftType
 
+from ...box_prior import check_box_prior
 from ...mask_shape import check_mask_shape
 from ..adapter import ACTIVATIONS
 from .config_checks import check_bool_fields, check_scaling
@@ -57,6 +58,9 @@ class MedSAConfig(PeftConfig):
             returned as predicted) or ``"ellipse"`` (annotators draw ellipses, as ORIGA's optic disc and cup:
             :class:`~peft_medsa.inference.MedSAPredictor` returns the ellipse fitted to each predicted mask,
             :mod:`peft_medsa.mask_shape`). Set by the trainer from the training masks (``TrainingConfig.mask_shape``).
+        box_prior: ``None`` (box prompts alone) or ``"ellipse"``: the adapter was trained with the ellipse inscribed
+            in each box prompt as SAM's mask prompt, and the predictor gives it the same (:mod:`peft_medsa.box_prior`).
+            Set by the trainer (``TrainingConfig.box_prior``).
     """
 
     r: int = field(default=64, metadata={"help": "Bottleneck width of every adapter (Table 7a: 64)."})
@@ -104,11 +108,16 @@ class MedSAConfig(PeftConfig):
         default=None,
         metadata={"help": "Annotation shape of the target: None (as predicted) or 'ellipse' (fitted ellipses)."},
     )
+    box_prior: str | None = field(
+        default=None,
+        metadata={"help": "Mask prompt given with every box: None, or 'ellipse' (the ellipse inscribed in the box)."},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.peft_type = PeftType.MEDSA
         check_mask_shape(self.mask_shape, f"{type(self).__name__}.mask_shape")
+        check_box_prior(self.box_prior, f"{type(self).__name__}.box_prior")
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r <= 0:
             raise ValueError(f"MedSAConfig.r must be a positive integer, got r={self.r!r}")
         check_scaling(self)
