@@ -97,7 +97,7 @@ def test_training_gives_the_prior_with_every_box_and_records_it(tmp_path):
             calls.append((None if boxes is None else boxes.clone(), None if masks is None else masks.clone()))
 
         model.get_base_model().prompt_encoder.register_forward_pre_hook(spy, with_kwargs=True)
-        config = TrainingConfig(output_dir=str(tmp_path / name), max_steps=2, batch_size=2, show_progress=False,
+        config = TrainingConfig(output_dir=str(tmp_path / name), max_steps=1, batch_size=2, show_progress=False,
                                 box_probability=1.0, max_corrective_clicks=1, **options)
         trainer = MedSATrainer(model, samples, config)
         trainer.train()
@@ -113,3 +113,11 @@ def test_training_gives_the_prior_with_every_box_and_records_it(tmp_path):
     assert recorded is None and calls and all(masks is None for _, masks in calls)
     with pytest.raises(ValueError, match=r"TrainingConfig.box_prior='square'; expected None or one of"):
         TrainingConfig(box_prior="square")
+
+
+def test_the_model_card_names_the_box_prior_of_an_adapter_that_has_one():
+    from peft_medsa.hub.cards import render_model_card
+
+    card = render_model_card(task="thyroid nodule segmentation", peft_model=_model("ellipse"))
+    assert "| box_prior | `ellipse` |" in card
+    assert "box_prior" not in render_model_card(task="thyroid nodule segmentation", peft_model=_model(None))

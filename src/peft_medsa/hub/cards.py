@@ -99,6 +99,8 @@ def _adapter_table(peft_model: Any | None, peft_config: Any | None) -> str:
             rows.append((key, "all" if key == "encoder_layers" and value is None else value))
     if getattr(peft_config, "mask_shape", None) == "ellipse":
         rows.append(("mask_shape", "ellipse"))
+    if getattr(peft_config, "box_prior", None) is not None:  # boxes come with a mask prompt (peft_medsa.box_prior)
+        rows.append(("box_prior", peft_config.box_prior))
     if peft_model is not None:
         prefix = peft_model.base_model.prefix if hasattr(peft_model, "base_model") else "medsa_"
         trainable = sum(p.numel() for n, p in peft_model.named_parameters() if prefix in n or p.requires_grad)
