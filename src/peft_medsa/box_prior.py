@@ -3,8 +3,9 @@
 A box says where the object is and how large it is; many medical targets (thyroid nodules, optic disc and cup)
 nearly fill their box as an ellipse does. With ``box_prior="ellipse"`` an adapter is trained, and then used, with
 the ellipse inscribed in every box prompt as SAM's dense mask prompt (``input_masks``, the low-resolution logits SAM
-otherwise takes from an earlier prediction). The decoder learns how far to follow it: close on targets that are
-ellipses, loosely on irregular ones.
+otherwise takes from an earlier prediction), so that the decoder can learn how far to follow it. Off by default:
+with training boxes at IoU 0.6 it was below the default recipe on DDTI and ISIC (``benchmarks/README.md``, "The
+ellipse inscribed in the box as SAM's mask prompt").
 
 Coordinates: boxes are XYXY ``(x0, y0, x1, y1)`` in MODEL INPUT pixels (after ``resize_longest_and_pad``, side
 ``S``), inclusive pixel indices as :func:`peft_medsa.prompts.tight_box` gives them. The prior is on SAM's

@@ -146,7 +146,10 @@ class MedSATrainer:
         self.callbacks = list(callbacks)
         self.output_dir = Path(config.output_dir)
         self.input_size = model_input_size(model)
-        self.low_res_size = 4 * int(base_sam_model(model).config.prompt_encoder_config.image_embedding_size)
+        prompt_config = getattr(base_sam_model(model).config, "prompt_encoder_config", None)
+        embedding = getattr(prompt_config, "image_embedding_size", None)
+        self.low_res_size = 4 * int(embedding) if embedding else None
+        """Side of SAM's low-resolution masks (the box prior's grid); ``None`` for a model that does not say."""
         self.normalization = resolve_normalization(model, config.normalization)
         """``config.normalization`` with ``"auto"`` resolved from the model."""
         self.case_ids_seen: list[list[str]] = []
@@ -207,6 +210,9 @@ class MedSATrainer:
             kinds = sorted({type(c).__name__ for c in self.model.peft_config.values()})
             raise ValueError(f"TrainingConfig.box_prior={choice!r} is recorded in a Med-SA adapter's config, but this "
                              f"model's adapters are {kinds}; leave box_prior at None")
+        if choice is not None and self.low_res_size is None:
+            raise ValueError(f"TrainingConfig.box_prior={choice!r} needs the model's prompt_encoder_config."
+                             "image_embedding_size (the mask prompt's grid), which this model's config lacks")
         for config in configs:
             config.box_prior = choice
         return choice
