@@ -181,6 +181,16 @@ class MedSATrainer:
         if cfg.resume:
             resume_checkpoint(out)  # before anything is created: no checkpoint -> refused, naming the folder
 
+    def _recording_configs(self, name: str, asked: bool) -> list:
+        """The adapter configs that record field ``name`` (Med-SA's); an explicit value (``asked``) for a model that
+        has none is refused, since nothing would carry it to the predictor."""
+        configs = [c for c in self.model.peft_config.values() if hasattr(c, name)]
+        if asked and not configs:
+            kinds = sorted({type(c).__name__ for c in self.model.peft_config.values()})
+            raise ValueError(f"TrainingConfig.{name}={getattr(self.config, name)!r} is recorded in a Med-SA adapter's "
+                             f"config, but this model's adapters are {kinds}; leave {name} at its default")
+        return configs
+
     def _record_mask_shape(self) -> str | None:
         """Sets ``mask_shape`` of the model's Med-SA adapters from ``config.mask_shape`` (``"auto"``: from the first
         usable training masks, :func:`peft_medsa.mask_shape.mask_shape_of_data`, the same on every process); returns
@@ -188,12 +198,8 @@ class MedSATrainer:
         from ..mask_shape import mask_shape_of_data
 
         choice = self.config.mask_shape
-        configs = [c for c in self.model.peft_config.values() if hasattr(c, "mask_shape")]
+        configs = self._recording_configs("mask_shape", asked=choice not in ("auto", None))
         if not configs:
-            if choice == "ellipse":
-                kinds = sorted({type(c).__name__ for c in self.model.peft_config.values()})
-                raise ValueError(f"TrainingConfig.mask_shape='ellipse' is recorded in a Med-SA adapter's config, but "
-                                 f"this model's adapters are {kinds}; leave mask_shape at 'auto' or None")
             return None
         if choice == "auto":
             choice = mask_shape_of_data(self.train_data, indices=self.valid_indices)
@@ -202,14 +208,9 @@ class MedSATrainer:
         return choice
 
     def _record_box_prior(self) -> str | None:
-        """Sets ``box_prior`` of the model's Med-SA adapters from ``config.box_prior`` and returns it; a prior asked
-        for a model without Med-SA adapters is refused (nothing would record it for the predictor)."""
+        """Sets ``box_prior`` of the model's Med-SA adapters from ``config.box_prior`` and returns it."""
         choice = self.config.box_prior
-        configs = [c for c in self.model.peft_config.values() if hasattr(c, "box_prior")]
-        if choice is not None and not configs:
-            kinds = sorted({type(c).__name__ for c in self.model.peft_config.values()})
-            raise ValueError(f"TrainingConfig.box_prior={choice!r} is recorded in a Med-SA adapter's config, but this "
-                             f"model's adapters are {kinds}; leave box_prior at None")
+        configs = self._recording_configs("box_prior", asked=choice is not None)
         if choice is not None and self.low_res_size is None:
             raise ValueError(f"TrainingConfig.box_prior={choice!r} needs the model's prompt_encoder_config."
                              "image_embedding_size (the mask prompt's grid), which this model's config lacks")
