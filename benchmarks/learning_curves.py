@@ -140,9 +140,11 @@ def parse_overrides(items: list[str], config: str = "override") -> dict:
     return out
 
 
-def build(method: str, seed: int, overrides: dict | None = None, adapter: dict | None = None):
-    """``(model, TrainingConfig kwargs)`` of ``method``; the config follows the LiteMedSAM recipe, changed for Med-SA
-    by ``overrides`` (TrainingConfig fields) and ``adapter`` (MedSAConfig fields)."""
+def build(method: str, seed: int, overrides: dict | None = None, adapter: dict | None = None,
+          preset: str | None = None):
+    """``(model, TrainingConfig kwargs)`` of ``method``; the config follows the LiteMedSAM recipe (or its named
+    ``preset``, ``LITE_MEDSAM_PRESETS``), changed for Med-SA by ``overrides`` (TrainingConfig fields) and ``adapter``
+    (MedSAConfig fields)."""
     import dataclasses
 
     from peft import LoraConfig, get_peft_model
@@ -151,7 +153,7 @@ def build(method: str, seed: int, overrides: dict | None = None, adapter: dict |
     from peft_medsa.training.recipes import default_recipe
 
     base = convert_lite_medsam()
-    recipe = default_recipe(base)
+    recipe = default_recipe(base, preset=preset)
     training = dict(recipe.training)
     torch.manual_seed(seed)
     if method == "medsa":

@@ -88,9 +88,7 @@ def adapter(name: str, seed: int, train: list[dict], folder: Path | None, preset
     if path is not None and (path / "adapter_config.json").is_file():
         model = PeftModel.from_pretrained(convert_lite_medsam(), str(path))
         return model, None, model.peft_config["default"].mask_shape
-    changes = dict(LITE_MEDSAM_PRESETS[preset]) if preset else {}
-    width = {"r": changes.pop("r")} if "r" in changes else {}  # the adapters' width; the rest are TrainingConfig's
-    model, training = build("medsa", seed, changes, width)
+    model, training = build("medsa", seed, preset=preset)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mask_shape_") as tmp:
         MedSATrainer(model, train, run_config(training, tmp, training["max_steps"], seed)).train()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
 BOX_PRIORS = ("ellipse",)
@@ -47,19 +46,16 @@ def ellipse_prior_logits(boxes: Any, low_res_size: int, input_size: int, logit: 
     Returns:
         ``(B, 1, s, s)`` float32 logits, on the boxes' device when they are a tensor.
     """
-    device = boxes.device if isinstance(boxes, torch.Tensor) else None
-    corners = torch.as_tensor(np.asarray(boxes.detach().cpu() if device is not None else boxes, dtype=np.float32))
-    corners = corners.reshape(-1, 4)
+    corners = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)  # a tensor keeps its device
     step = input_size / low_res_size
-    centres = (torch.arange(low_res_size, dtype=torch.float32) + 0.5) * step - 0.5  # model input pixel of each cell
+    centres = (torch.arange(low_res_size, dtype=torch.float32, device=corners.device) + 0.5) * step - 0.5  # per cell
     x0, y0, x1, y1 = (corners[:, k, None] for k in range(4))
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     rx, ry = (x1 - x0 + 1) / 2, (y1 - y0 + 1) / 2  # inclusive corners: a 1-pixel box has radius 1/2
     dx = ((centres[None, :] - cx) / rx) ** 2  # (B, s) along x
     dy = ((centres[None, :] - cy) / ry) ** 2  # (B, s) along y
     inside = dy[:, :, None] + dx[:, None, :] <= 1.0  # (B, s, s), rows = y
-    logits = torch.where(inside, logit, -logit).to(torch.float32)[:, None]
-    return logits.to(device) if device is not None else logits
+    return torch.where(inside, logit, -logit).to(torch.float32)[:, None]
 
 
 __all__ = ["BOX_PRIORS", "PRIOR_LOGIT", "check_box_prior", "ellipse_prior_logits"]
