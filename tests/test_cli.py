@@ -334,6 +334,32 @@ def test_help_explains_coordinates(capsys):
     assert "X = column" in capsys.readouterr().out
 
 
+def test_predict_box_fit_makes_the_mask_span_the_box(model_dir, image_png, tmp_path, capsys):
+    from peft_medsa.box_fit import ellipse_to_box, stretch_to_box
+
+    image, path = image_png
+    box = [5, 6, 40, 45]
+    predictor = MedSAPredictor(tiny_sam())
+    predictor.set_image(image)
+    raw = predictor.predict(box=box)[0][0]
+    assert raw.sum() >= 6 and not np.array_equal(raw, stretch_to_box(raw, box))  # a mask that the fit changes
+    for fit, expected in (("stretch", stretch_to_box(raw, box)), ("ellipse", ellipse_to_box(raw, box))):
+        out = tmp_path / f"mask-{fit}.png"
+        code, _, _ = run(capsys, "predict", "--model", model_dir, "--image", path, "--box", ",".join(map(str, box)),
+                         "--box-fit", fit, "--out", out)
+        assert code == 0
+        np.testing.assert_array_equal(np.asarray(Image.open(out)), expected.astype(np.uint8) * 255)
+    code, _, err = run(capsys, "predict", "--model", model_dir, "--image", path, "--point", "10,10",
+                       "--box-fit", "stretch", "--out", tmp_path / "p.png")
+    assert code == 2 and "--box-fit stretch" in err and "give --box" in err
+
+
+def test_evaluate_box_fit_needs_the_tight_box(model_dir, tmp_path, capsys):
+    code, _, err = run(capsys, "evaluate", "--model", model_dir, "--dataset", "folder", "--data-dir", tmp_path,
+                       "--prompt", "bbox0.75", "--box-fit", "stretch", "--out", tmp_path / "r.csv")
+    assert code == 2 and "--prompt bbox0.75 gives no tight box" in err
+
+
 def test_evaluate_on_a_folder_dataset(model_dir, tmp_path, capsys):
     rng = np.random.default_rng(2)
     for folder in ("images", "masks"):

@@ -43,6 +43,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="auto: the adapter's recorded shape (ellipses fitted for an adapter trained on masks drawn as "
         "ellipses, e.g. optic disc / cup); none: masks as predicted; ellipse: fit ellipses (2D images)",
     )
+    parser.add_argument(
+        "--box-fit",
+        default="none",
+        choices=("none", "auto", "stretch", "ellipse"),
+        help="for TIGHT boxes only (the object touches all four sides): make the mask span the box. stretch: scale "
+        "the mask to the box; ellipse: its fitted ellipse; auto: ellipse for an adapter with an ellipse mask shape, "
+        "else stretch; none (default): masks as predicted. 2D images; evaluate: --prompt bbox only",
+    )
     parser.add_argument("--points-per-side", type=int, default=16, help="'everything': grid of N x N clicks")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")

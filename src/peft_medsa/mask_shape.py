@@ -59,6 +59,46 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == 1 + int(np.argmax(sizes))
 
 
+def ellipse_moments(mask: np.ndarray) -> tuple[float, float, np.ndarray] | None:
+    """Centroid ``(cx, cy)`` and ``(2, 2)`` covariance (order ``x, y``) of the largest connected component of a
+    ``(H, W)`` mask; ``None`` when it has fewer than :data:`MIN_PIXELS` pixels or lies on a line (no area to fit)."""
+    mask = np.asarray(mask).astype(bool)
+    if mask.ndim != 2:
+        raise ValueError(f"an ellipse is fitted to one (H, W) mask, got shape {mask.shape}")
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if len(rows) == 0:
+        return None
+    top, left = int(rows[0]), int(cols[0])  # components are found in the mask's bounding box only
+    ys, xs = np.nonzero(largest_component(mask[top : rows[-1] + 1, left : cols[-1] + 1]))
+    if len(xs) < MIN_PIXELS:
+        return None
+    ys, xs = ys + top, xs + left
+    cx, cy = float(xs.mean()), float(ys.mean())
+    dx, dy = xs - cx, ys - cy
+    cov = np.array([[np.mean(dx * dx), np.mean(dx * dy)], [np.mean(dx * dy), np.mean(dy * dy)]])
+    if np.linalg.det(cov) <= 1e-9 * max(float(np.trace(cov)), 1.0) ** 2:
+        return None
+    return cx, cy, cov
+
+
+def draw_ellipse(shape: tuple[int, int], cx: float, cy: float, cov: np.ndarray) -> np.ndarray:
+    """``(H, W)`` bool: the filled ellipse ``{p : (p - (cx, cy))^T cov^-1 (p - (cx, cy)) <= 4}`` judged at pixel
+    centres, clipped to the image (``cov``: ``(2, 2)``, order ``x, y``)."""
+    inverse = np.linalg.inv(cov)
+    # the ellipse's bounding box: |x - cx| <= 2 sqrt(C_xx), |y - cy| <= 2 sqrt(C_yy); only that window is evaluated
+    height, width = shape
+    half_x, half_y = 2 * np.sqrt(cov[0, 0]) + 1, 2 * np.sqrt(cov[1, 1]) + 1
+    x0, x1 = max(int(np.floor(cx - half_x)), 0), min(int(np.ceil(cx + half_x)) + 1, width)
+    y0, y1 = max(int(np.floor(cy - half_y)), 0), min(int(np.ceil(cy + half_y)) + 1, height)
+    out = np.zeros(shape, dtype=bool)
+    if x1 <= x0 or y1 <= y0:
+        return out
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    px, py = xx - cx, yy - cy
+    out[y0:y1, x0:x1] = inverse[0, 0] * px * px + 2 * inverse[0, 1] * px * py + inverse[1, 1] * py * py <= 4.0
+    return out
+
+
 def fit_ellipse(mask: np.ndarray) -> np.ndarray:
     """The filled ellipse with the centroid and second moments of the mask's largest connected component.
 
@@ -70,33 +110,10 @@ def fit_ellipse(mask: np.ndarray) -> np.ndarray:
         has fewer than :data:`MIN_PIXELS` pixels or lies on a line (no area to fit).
     """
     mask = np.asarray(mask).astype(bool)
-    if mask.ndim != 2:
-        raise ValueError(f"fit_ellipse takes one (H, W) mask, got shape {mask.shape}")
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if len(rows) == 0:
+    moments = ellipse_moments(mask)
+    if moments is None:
         return mask
-    top, left = int(rows[0]), int(cols[0])  # components are found in the mask's bounding box only
-    ys, xs = np.nonzero(largest_component(mask[top : rows[-1] + 1, left : cols[-1] + 1]))
-    if len(xs) < MIN_PIXELS:
-        return mask
-    ys, xs = ys + top, xs + left
-    cx, cy = xs.mean(), ys.mean()
-    dx, dy = xs - cx, ys - cy
-    cov = np.array([[np.mean(dx * dx), np.mean(dx * dy)], [np.mean(dx * dy), np.mean(dy * dy)]])
-    if np.linalg.det(cov) <= 1e-9 * max(float(np.trace(cov)), 1.0) ** 2:
-        return mask
-    inverse = np.linalg.inv(cov)
-    # the ellipse's bounding box: |x - cx| <= 2 sqrt(C_xx), |y - cy| <= 2 sqrt(C_yy); only that window is evaluated
-    height, width = mask.shape
-    half_x, half_y = 2 * np.sqrt(cov[0, 0]) + 1, 2 * np.sqrt(cov[1, 1]) + 1
-    x0, x1 = max(int(np.floor(cx - half_x)), 0), min(int(np.ceil(cx + half_x)) + 1, width)
-    y0, y1 = max(int(np.floor(cy - half_y)), 0), min(int(np.ceil(cy + half_y)) + 1, height)
-    yy, xx = np.mgrid[y0:y1, x0:x1]
-    px, py = xx - cx, yy - cy
-    inside = inverse[0, 0] * px * px + 2 * inverse[0, 1] * px * py + inverse[1, 1] * py * py <= 4.0
-    out = np.zeros_like(mask)
-    out[y0:y1, x0:x1] = inside
-    return out
+    return draw_ellipse(mask.shape, *moments)
 
 
 def apply_mask_shape(masks: np.ndarray, mask_shape: str | None) -> np.ndarray:

@@ -64,6 +64,11 @@ def check_predict_args(args: argparse.Namespace) -> None:
             raise _user_error(f"--window {args.window!r}: WIDTH must be > 0; expected LEVEL,WIDTH (e.g. 40,400)")
     _check_fraction("--pred-iou-thresh", args.pred_iou_thresh)
     _check_fraction("--stability-thresh", args.stability_thresh)
+    if getattr(args, "box_fit", "none") != "none":
+        if not args.box:
+            raise _user_error(f"--box-fit {args.box_fit}: makes the mask of a --box span it; give --box X0,Y0,X1,Y1")
+        if Path(args.image).is_dir() or str(args.image).lower().endswith((".nii", ".nii.gz")):
+            raise _user_error(f"--box-fit {args.box_fit}: applies to 2D images; {args.image} is a volume")
     _check_common(args)
 
 
@@ -75,4 +80,7 @@ def check_evaluate_args(args: argparse.Namespace) -> None:
         check_output_paths({}, {"--out": out, "summary": summary})
     except OutputPathError as err:
         raise _user_error(str(err)) from None
+    if getattr(args, "box_fit", "none") != "none" and args.prompt != "bbox":
+        raise _user_error(f"--box-fit {args.box_fit} states that the boxes are tight; --prompt {args.prompt} gives "
+                          "no tight box: use it with --prompt bbox")
     _check_common(args)

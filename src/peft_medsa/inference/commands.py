@@ -106,6 +106,12 @@ def _mask_shape(args: argparse.Namespace) -> str | None:
     return None if shape == "none" else shape
 
 
+def _box_fit(args: argparse.Namespace) -> str | None:
+    """``--box-fit`` as :class:`MedSAPredictor` takes it (``"none"`` or absent -> ``None``)."""
+    fit = getattr(args, "box_fit", "none")
+    return None if fit == "none" else fit
+
+
 def _prompt_2d(args: argparse.Namespace) -> Prompt:
     points = [parse_numbers(p, (2, 3), "--point", "X,Y or X,Y,LABEL (LABEL 1 inside, 0 outside)") for p in args.point]
     box = parse_numbers(args.box, (4,), "--box", "X0,Y0,X1,Y1 (XYXY pixels)") if args.box else None
@@ -195,7 +201,8 @@ def run_predict(args: argparse.Namespace) -> str:
     model = load_model(args.model, args.adapter, args.device, args.active_adapter)
     if volume:
         return _predict_volume(args, model, loaded, prompts, propagate, window, out)
-    predictor = MedSAPredictor(model, normalization=args.normalization, mask_shape=_mask_shape(args))
+    predictor = MedSAPredictor(model, normalization=args.normalization, mask_shape=_mask_shape(args),
+                               box_fit=_box_fit(args))
     predictor.set_image(image)
     if args.everything:
         from .everything import label_map, predictor_decode_fn, segment_everything
@@ -336,7 +343,8 @@ def run_evaluate(args: argparse.Namespace) -> str:
             ) from err
     samples = _load_samples(args)
     model = load_model(args.model, args.adapter, args.device, args.active_adapter)
-    predictor = MedSAPredictor(model, normalization=args.normalization, mask_shape=_mask_shape(args))
+    predictor = MedSAPredictor(model, normalization=args.normalization, mask_shape=_mask_shape(args),
+                               box_fit=_box_fit(args))
     if args.prompt == "everything":
         from .everything import evaluate_everything, predictor_decode_fn, segment_everything
 

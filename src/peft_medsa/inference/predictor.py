@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..box_fit import check_box_fit, fit_to_box
 from ..box_prior import check_box_prior, ellipse_prior_logits
 from ..data.io import read_image
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, ResizeInfo, compute_resize, restore_original_size
@@ -138,6 +139,12 @@ class MedSAPredictor:
         box_prior: ``"auto"`` (the active adapter's ``box_prior``: ``"ellipse"`` for an adapter trained with it, else
             none), ``None`` or ``"ellipse"``: a box prompt given without ``mask_input`` comes with the ellipse
             inscribed in the box as SAM's mask prompt (:mod:`peft_medsa.box_prior`).
+        box_fit: ``None`` (default: masks as predicted), or, for callers whose boxes are TIGHT (the object touches all
+            four sides, as boxes from detection labels or from masks do): ``"stretch"`` (each mask of a box prompt
+            scaled along x and y to span the box), ``"ellipse"`` (the fitted ellipse scaled to span the box) or
+            ``"auto"`` (``"ellipse"`` for an adapter whose `mask_shape` is ``"ellipse"``, else ``"stretch"``);
+            :mod:`peft_medsa.box_fit`. Replaces the `mask_shape` fit for box prompts; boolean masks only. Wrong for
+            loose boxes, which it stretches to the wrong extent.
 
     Example:
 
@@ -156,11 +163,15 @@ class MedSAPredictor:
         std: Sequence[float] = IMAGENET_STD,
         mask_shape: str | None = "auto",
         box_prior: str | None = "auto",
+        box_fit: str | None = None,
     ) -> None:
         if mask_shape != "auto":
             check_mask_shape(mask_shape)
         if box_prior != "auto":
             check_box_prior(box_prior)
+        if box_fit != "auto":
+            check_box_fit(box_fit)
+        self.requested_box_fit = box_fit
         self.requested_mask_shape = mask_shape
         self.requested_box_prior = box_prior
         self.normalization = resolve_normalization(model, normalization)
@@ -187,6 +198,14 @@ class MedSAPredictor:
         if self.requested_box_prior != "auto":
             return self.requested_box_prior
         return self._adapter_setting("box_prior")
+
+    @property
+    def box_fit(self) -> str | None:
+        """How masks of box prompts are made to span their (tight) box: the ``box_fit`` asked for, with ``"auto"``
+        ``"ellipse"`` where `mask_shape` is ``"ellipse"`` and ``"stretch"`` elsewhere."""
+        if self.requested_box_fit != "auto":
+            return self.requested_box_fit
+        return "ellipse" if self.mask_shape == "ellipse" else "stretch"
 
     def _adapter_setting(self, name: str) -> str | None:
         """Field ``name`` of the active adapters' configs when they agree, else ``None``."""
@@ -362,7 +381,8 @@ class MedSAPredictor:
         Returns:
             ``masks`` ``(K, H, W)`` bool (or float logits), ``scores`` ``(K,)`` predicted IoU and ``low_res_logits``
             ``(K, s, s)`` in model input space (``K`` = 3 with ``multimask_output``, else 1). With a `mask_shape`
-            (``"ellipse"``) each boolean mask is the ellipse fitted to the predicted one.
+            (``"ellipse"``) each boolean mask is the ellipse fitted to the predicted one; with a `box_fit` and a box,
+            each boolean mask spans the box instead.
 
         Raises:
             ValueError: no prompt, a point outside the image, a box with ``x1 < x0`` / ``y1 < y0`` or outside, a
@@ -386,6 +406,9 @@ class MedSAPredictor:
         logits = self.postprocess(low_res[0])
         if return_logits:
             masks = logits.cpu().numpy()
+        elif box is not None and self.box_fit is not None:
+            fit, corners = self.box_fit, self.check_box(box)
+            masks = np.stack([fit_to_box(m, corners, fit) for m in (logits > 0).cpu().numpy()])
         else:
             masks = apply_mask_shape((logits > 0).cpu().numpy(), self.mask_shape)
         return masks, scores[0].cpu().numpy(), low_res[0].cpu().numpy()
