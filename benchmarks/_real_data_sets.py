@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -121,3 +122,26 @@ __all__ = [
     "load_split",
     "split_pairs",
 ]
+
+
+def add_set_arguments(parser: Any, default_sets: Sequence[str] = ("origa_disc", "origa_cup")) -> None:
+    """``--sets``, ``--seeds``, ``--repeats``, ``--threads`` and ``--data-root``: the arguments of the scripts that
+    train or load one adapter per set and training seed and score it on the validation split."""
+    parser.add_argument("--sets", nargs="+", choices=sorted(DATASETS), default=list(default_sets))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="training seeds")
+    parser.add_argument("--repeats", type=int, default=5, help="prompt seeds per setting")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
+
+
+def ready(args: Any) -> bool:
+    """``False`` (after printing ``SKIPPED``) when ``args.data_root`` is absent; else sets ``args.threads`` torch
+    threads, flushes denormals and returns ``True``."""
+    import torch
+
+    if not Path(args.data_root).is_dir():
+        print(f"SKIPPED: real data folder {args.data_root} is absent")
+        return False
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    return True

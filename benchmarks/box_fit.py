@@ -21,11 +21,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _real_data_sets import DATASETS, DEFAULT_DATA_ROOT, load_split  # noqa: E402
+from _real_data_sets import DATASETS, add_set_arguments, load_split, ready  # noqa: E402
 from learning_curves import ellipse_dice  # noqa: E402
 
 from peft_medsa.box_fit import ellipse_to_box, extent_agreement, stretch_to_box  # noqa: E402
@@ -89,20 +88,13 @@ def table(records: list[dict]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sets", nargs="+", choices=sorted(DATASETS), default=["origa_disc", "origa_cup"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1)
+    add_set_arguments(parser)
     parser.add_argument("--adapters", type=Path, required=True, help="folder of saved adapters <set>-s<seed>")
     parser.add_argument("--zero-shot", action="store_true", help="also score zero-shot LiteMedSAM")
     parser.add_argument("--out", type=Path, default=None, help="JSON lines of every prediction's record")
-    parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
     args = parser.parse_args(argv)
-    if not args.data_root.is_dir():
-        print(f"SKIPPED: real data folder {args.data_root} is absent")
+    if not ready(args):
         return 0
-    torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)
     from peft import PeftModel
 
     from peft_medsa.backbones import convert_lite_medsam

@@ -25,11 +25,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _real_data_sets import DATASETS, DEFAULT_DATA_ROOT, load_split  # noqa: E402
+from _real_data_sets import DATASETS, add_set_arguments, load_split, ready  # noqa: E402
 from learning_curves import SETTINGS, build, run_config  # noqa: E402
 
 from peft_medsa.mask_shape import ellipse_agreement, fit_ellipse, mask_shape_of_data  # noqa: E402
@@ -119,20 +118,13 @@ def table(results: list[dict]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sets", nargs="+", choices=sorted(DATASETS), default=["origa_disc", "origa_cup"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1)
+    add_set_arguments(parser)
     parser.add_argument("--adapters", type=Path, default=None, help="folder of the adapters (saved, or reused)")
-    parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
     parser.add_argument("--preset", choices=sorted(LITE_MEDSAM_PRESETS), default=None,
                         help="train with a named LiteMedSAM preset instead of the default (use its own --adapters)")
     args = parser.parse_args(argv)
-    if not args.data_root.is_dir():
-        print(f"SKIPPED: real data folder {args.data_root} is absent")
+    if not ready(args):
         return 0
-    torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)
     from peft_medsa.backbones import convert_lite_medsam
 
     results = []
