@@ -42,11 +42,10 @@ def check_box_fit(value: Any, name: str = "box_fit") -> None:
 
 def mask_box(mask: np.ndarray) -> np.ndarray | None:
     """The ``(4,)`` XYXY inclusive bounding box of a ``(H, W)`` mask's pixels, ``None`` for an empty mask."""
+    from .prompts import tight_box
+
     mask = np.asarray(mask).astype(bool)
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if len(rows) == 0:
-        return None
-    return np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.int64)
+    return tight_box(mask).astype(np.int64) if mask.any() else None
 
 
 def _pixel_box(box: Any, shape: tuple[int, int]) -> np.ndarray:
