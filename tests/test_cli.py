@@ -352,6 +352,10 @@ def test_predict_box_fit_makes_the_mask_span_the_box(model_dir, image_png, tmp_p
     code, _, err = run(capsys, "predict", "--model", model_dir, "--image", path, "--point", "10,10",
                        "--box-fit", "stretch", "--out", tmp_path / "p.png")
     assert code == 2 and "--box-fit stretch" in err and "give --box" in err
+    (tmp_path / "scan.NII.GZ").write_bytes(b"")
+    code, _, err = run(capsys, "predict", "--model", model_dir, "--image", tmp_path / "scan.NII.GZ", "--box",
+                       "1,1,5,5,0,2", "--box-fit", "stretch", "--out", tmp_path / "m.nii.gz")
+    assert code == 2 and "applies to 2D images" in err
 
 
 def test_evaluate_box_fit_needs_the_tight_box(model_dir, tmp_path, capsys):

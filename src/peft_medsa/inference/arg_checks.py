@@ -67,7 +67,9 @@ def check_predict_args(args: argparse.Namespace) -> None:
     if getattr(args, "box_fit", "none") != "none":
         if not args.box:
             raise _user_error(f"--box-fit {args.box_fit}: makes the mask of a --box span it; give --box X0,Y0,X1,Y1")
-        if Path(args.image).is_dir() or str(args.image).lower().endswith((".nii", ".nii.gz")):
+        from ..data.io import is_nifti_file
+
+        if Path(args.image).is_dir() or is_nifti_file(args.image):
             raise _user_error(f"--box-fit {args.box_fit}: applies to 2D images; {args.image} is a volume")
     _check_common(args)
 

@@ -397,7 +397,8 @@ class MedSAPredictor:
             points = torch.as_tensor(self._to_input(coords), dtype=torch.float32)[None, None]
             labels = torch.as_tensor(label_array)[None, None]
         if box is not None:
-            corners = self._to_input(self.check_box(box).reshape(2, 2)).reshape(4)
+            box = self.check_box(box)
+            corners = self._to_input(box.reshape(2, 2)).reshape(4)
             boxes = torch.as_tensor(corners, dtype=torch.float32)[None, None]
         masks_in = None if mask_input is None else self._check_mask_input(mask_input)
         if masks_in is None and boxes is not None and self.box_prior is not None:
@@ -407,8 +408,8 @@ class MedSAPredictor:
         if return_logits:
             masks = logits.cpu().numpy()
         elif box is not None and self.box_fit is not None:
-            fit, corners = self.box_fit, self.check_box(box)
-            masks = np.stack([fit_to_box(m, corners, fit) for m in (logits > 0).cpu().numpy()])
+            fit = self.box_fit
+            masks = np.stack([fit_to_box(m, box, fit) for m in (logits > 0).cpu().numpy()])
         else:
             masks = apply_mask_shape((logits > 0).cpu().numpy(), self.mask_shape)
         return masks, scores[0].cpu().numpy(), low_res[0].cpu().numpy()
