@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _real_data_sets import DATASETS, add_set_arguments, load_split, ready  # noqa: E402
-from learning_curves import SETTINGS, build, run_config  # noqa: E402
+from learning_curves import SETTINGS, build, parse_overrides, run_config  # noqa: E402
 
 from peft_medsa.mask_shape import ellipse_agreement, fit_ellipse, mask_shape_of_data  # noqa: E402
 from peft_medsa.training.recipes import LITE_MEDSAM_PRESETS  # noqa: E402
@@ -74,10 +74,12 @@ def _dice(prediction: np.ndarray, truth: np.ndarray) -> float:
     return float(compute_dice(prediction, truth))
 
 
-def adapter(name: str, seed: int, train: list[dict], folder: Path | None, preset: str | None = None):
+def adapter(name: str, seed: int, train: list[dict], folder: Path | None, preset: str | None = None,
+            adapter_changes: dict | None = None):
     """The default recipe's adapter of ``name`` and ``seed`` (changed by ``preset``, a name of
-    ``LITE_MEDSAM_PRESETS``): loaded from ``folder/<name>-s<seed>`` when there, else trained (200 steps, one CPU
-    thread as set by the caller) and saved there. Returns ``(model, train seconds or None, recorded mask_shape)``."""
+    ``LITE_MEDSAM_PRESETS``, and by ``adapter_changes``, MedSAConfig fields): loaded from ``folder/<name>-s<seed>``
+    when there, else trained (200 steps, one CPU thread as set by the caller) and saved there. Returns ``(model,
+    train seconds or None, recorded mask_shape)``."""
     from peft import PeftModel
 
     from peft_medsa.backbones import convert_lite_medsam
@@ -87,7 +89,7 @@ def adapter(name: str, seed: int, train: list[dict], folder: Path | None, preset
     if path is not None and (path / "adapter_config.json").is_file():
         model = PeftModel.from_pretrained(convert_lite_medsam(), str(path))
         return model, None, model.peft_config["default"].mask_shape
-    model, training = build("medsa", seed, preset=preset)
+    model, training = build("medsa", seed, preset=preset, adapter=adapter_changes)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mask_shape_") as tmp:
         MedSATrainer(model, train, run_config(training, tmp, training["max_steps"], seed)).train()
@@ -122,7 +124,11 @@ def main(argv=None) -> int:
     parser.add_argument("--adapters", type=Path, default=None, help="folder of the adapters (saved, or reused)")
     parser.add_argument("--preset", choices=sorted(LITE_MEDSAM_PRESETS), default=None,
                         help="train with a named LiteMedSAM preset instead of the default (use its own --adapters)")
+    parser.add_argument("--adapter", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="MedSAConfig changes of the trained adapters, as learning_curves.py --adapter, e.g. "
+                        "'encoder_layers=[6,7,8,9]' (use their own --adapters)")
     args = parser.parse_args(argv)
+    changes = parse_overrides(args.adapter, config="adapter")
     if not ready(args):
         return 0
     from peft_medsa.backbones import convert_lite_medsam
@@ -138,8 +144,8 @@ def main(argv=None) -> int:
         results.append({"set": name, "model": "zero-shot", "seed": 0, **zero})
         print(json.dumps(results[-1]), flush=True)
         for seed in args.seeds:
-            model, seconds, recorded = adapter(name, seed, train, args.adapters, args.preset)
-            label = f"medsa {args.preset}" if args.preset else "medsa"
+            model, seconds, recorded = adapter(name, seed, train, args.adapters, args.preset, changes)
+            label = " ".join(["medsa", *([args.preset] if args.preset else []), *args.adapter])
             results.append({"set": name, "model": label, "seed": seed, "train_s": seconds,
                             "recorded_shape": recorded, **evaluate(model, val, args.repeats)})
             print(json.dumps(results[-1]), flush=True)
