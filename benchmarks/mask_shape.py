@@ -75,11 +75,11 @@ def _dice(prediction: np.ndarray, truth: np.ndarray) -> float:
 
 
 def adapter(name: str, seed: int, train: list[dict], folder: Path | None, preset: str | None = None,
-            adapter_changes: dict | None = None):
+            adapter_changes: dict | None = None, steps: int | None = None):
     """The default recipe's adapter of ``name`` and ``seed`` (changed by ``preset``, a name of
-    ``LITE_MEDSAM_PRESETS``, and by ``adapter_changes``, MedSAConfig fields): loaded from ``folder/<name>-s<seed>``
-    when there, else trained (200 steps, one CPU thread as set by the caller) and saved there. Returns ``(model,
-    train seconds or None, recorded mask_shape)``."""
+    ``LITE_MEDSAM_PRESETS``, by ``adapter_changes``, MedSAConfig fields, and by ``steps``): loaded from
+    ``folder/<name>-s<seed>`` when there, else trained (the recipe's 200 steps unless ``steps``; one CPU thread as set
+    by the caller) and saved there. Returns ``(model, train seconds or None, recorded mask_shape)``."""
     from peft import PeftModel
 
     from peft_medsa.backbones import convert_lite_medsam
@@ -90,6 +90,8 @@ def adapter(name: str, seed: int, train: list[dict], folder: Path | None, preset
         model = PeftModel.from_pretrained(convert_lite_medsam(), str(path))
         return model, None, model.peft_config["default"].mask_shape
     model, training = build("medsa", seed, preset=preset, adapter=adapter_changes)
+    if steps is not None:  # as default_recipe(steps=...) and peft-medsa train --steps
+        training.update(max_steps=steps, warmup_steps=min(training["warmup_steps"], steps // 4))
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mask_shape_") as tmp:
         MedSATrainer(model, train, run_config(training, tmp, training["max_steps"], seed)).train()
@@ -127,6 +129,7 @@ def main(argv=None) -> int:
     parser.add_argument("--adapter", nargs="+", default=[], metavar="KEY=VALUE",
                         help="MedSAConfig changes of the trained adapters, as learning_curves.py --adapter, e.g. "
                         "'encoder_layers=[6,7,8,9]' (use their own --adapters)")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the recipe's)")
     args = parser.parse_args(argv)
     changes = parse_overrides(args.adapter, config="adapter")
     if not ready(args):
@@ -144,8 +147,10 @@ def main(argv=None) -> int:
         results.append({"set": name, "model": "zero-shot", "seed": 0, **zero})
         print(json.dumps(results[-1]), flush=True)
         for seed in args.seeds:
-            model, seconds, recorded = adapter(name, seed, train, args.adapters, args.preset, changes)
-            label = " ".join(["medsa", *([args.preset] if args.preset else []), *args.adapter])
+            model, seconds, recorded = adapter(name, seed, train, args.adapters, args.preset, changes,
+                                               args.steps)
+            label = " ".join(["medsa", *([args.preset] if args.preset else []), *args.adapter,
+                              *([f"{args.steps} steps"] if args.steps else [])])
             results.append({"set": name, "model": label, "seed": seed, "train_s": seconds,
                             "recorded_shape": recorded, **evaluate(model, val, args.repeats)})
             print(json.dumps(results[-1]), flush=True)
