@@ -145,3 +145,30 @@ def ready(args: Any) -> bool:
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     return True
+
+
+def saved_models(folder: str | Path, name: str, seeds: Sequence[int], zero_shot: bool = False):
+    """Yields ``(label, model)``: zero-shot LiteMedSAM first when ``zero_shot``, then the saved adapter
+    ``folder/<name>-s<seed>`` of each seed (``"medsa s<seed>"``), in eval mode; a missing adapter is reported and
+    skipped."""
+    from peft import PeftModel
+
+    from peft_medsa.backbones import convert_lite_medsam
+
+    if zero_shot:
+        yield "zero-shot", convert_lite_medsam().eval()
+    for seed in seeds:
+        path = Path(folder) / f"{name}-s{seed}"
+        if not (path / "adapter_config.json").is_file():
+            print(f"missing adapter {path}", flush=True)
+            continue
+        yield f"medsa s{seed}", PeftModel.from_pretrained(convert_lite_medsam(), str(path)).eval()
+
+
+def append_json_lines(path: Path | None, records: Sequence[dict]) -> None:
+    """Appends ``records`` to ``path`` as JSON lines (nothing when ``path`` is ``None``)."""
+    import json
+
+    if path is not None:
+        with Path(path).open("a") as handle:
+            handle.writelines(json.dumps(r) + "\n" for r in records)

@@ -24,7 +24,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _real_data_sets import DATASETS, add_set_arguments, load_split, ready  # noqa: E402
+from _real_data_sets import (  # noqa: E402
+    DATASETS,
+    add_set_arguments,
+    append_json_lines,
+    load_split,
+    ready,
+    saved_models,
+)
 from learning_curves import ellipse_dice  # noqa: E402
 
 from peft_medsa.box_fit import ellipse_to_box, extent_agreement, stretch_to_box  # noqa: E402
@@ -95,28 +102,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not ready(args):
         return 0
-    from peft import PeftModel
-
-    from peft_medsa.backbones import convert_lite_medsam
-
     records: list[dict] = []
     for name in args.sets:
         _, val = load_split(DATASETS[name], args.data_root)
         print(json.dumps({"set": name, "validation_images": len(val),
                           "ellipse_in_tight_box": round(ellipse_dice(val), 2)}), flush=True)
-        models = [("zero-shot", None)] if args.zero_shot else []
-        models += [(f"medsa s{seed}", args.adapters / f"{name}-s{seed}") for seed in args.seeds]
-        for label, path in models:
-            if path is not None and not (path / "adapter_config.json").is_file():
-                print(f"missing adapter {path}", flush=True)
-                continue
-            model = convert_lite_medsam() if path is None else PeftModel.from_pretrained(convert_lite_medsam(),
-                                                                                         str(path))
+        for label, model in saved_models(args.adapters, name, args.seeds, zero_shot=args.zero_shot):
             mine = [{"set": name, "model": label, **r} for r in records_of(model, val, args.repeats)]
             records += mine
-            if args.out is not None:
-                with args.out.open("a") as handle:
-                    handle.writelines(json.dumps(r) + "\n" for r in mine)
+            append_json_lines(args.out, mine)
             print(json.dumps({"set": name, "model": label, "n": len(mine)}), flush=True)
     print(table(records))
     return 0

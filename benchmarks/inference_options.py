@@ -32,7 +32,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _real_data_sets import DATASETS, add_set_arguments, load_split, ready  # noqa: E402
+from _real_data_sets import (  # noqa: E402
+    DATASETS,
+    add_set_arguments,
+    append_json_lines,
+    load_split,
+    ready,
+    saved_models,
+)
 
 from peft_medsa.mask_shape import apply_mask_shape  # noqa: E402
 
@@ -148,27 +155,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not ready(args):
         return 0
-    from peft import PeftModel
-
-    from peft_medsa.backbones import convert_lite_medsam
-
     records: list[dict] = []
     for name in args.sets:
         _, val = load_split(DATASETS[name], args.data_root)
-        for seed in args.seeds:
-            path = args.adapters / f"{name}-s{seed}"
-            if not (path / "adapter_config.json").is_file():
-                print(f"missing adapter {path}", flush=True)
-                continue
-            model = PeftModel.from_pretrained(convert_lite_medsam(), str(path)).eval()
-            mine = [{"set": name, "model": f"medsa s{seed}", **r} for r in records_of(model, val, args.repeats)]
+        for label, model in saved_models(args.adapters, name, args.seeds):
+            mine = [{"set": name, "model": label, **r} for r in records_of(model, val, args.repeats)]
             records += mine
-            if args.out is not None:
-                with args.out.open("a") as handle:
-                    handle.writelines(json.dumps(r) + "\n" for r in mine)
-            print(json.dumps({"set": name, "seed": seed, "n": len(mine),
-                              "1pt raw": round(100 * np.mean([r["raw"] for r in mine if r["setting"] == "1pt"]), 2)}),
-                  flush=True)
+            append_json_lines(args.out, mine)
+            raw = round(100 * np.mean([r["raw"] for r in mine if r["setting"] == "1pt"]), 2)
+            print(json.dumps({"set": name, "model": label, "n": len(mine), "1pt raw": raw}), flush=True)
     print(tables(records))
     return 0
 
