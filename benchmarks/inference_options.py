@@ -133,7 +133,7 @@ def left_one_out(records: list[dict], calibrate: tuple[str, ...] = ("1pt",)) -> 
 def tables(records: list[dict]) -> str:
     """Markdown: per set and setting, the mean Dice (%) over adapters and prompts of every variant, and the
     leave-one-image-out threshold."""
-    keys = ["raw", "mirror", "component", "multimask"] + [f"t={t:g}" for t in THRESHOLDS] + ["threshold, left out"]
+    keys = [*VARIANTS, *(f"t={t:g}" for t in THRESHOLDS), "threshold, left out"]
     lines = ["| set | setting | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     for name in sorted({r["set"] for r in records}):
         mine = [r for r in records if r["set"] == name]

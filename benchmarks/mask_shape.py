@@ -90,11 +90,9 @@ def adapter(name: str, seed: int, train: list[dict], folder: Path | None, preset
         model = PeftModel.from_pretrained(convert_lite_medsam(), str(path))
         return model, None, model.peft_config["default"].mask_shape
     model, training = build("medsa", seed, preset=preset, adapter=adapter_changes)
-    if steps is not None:  # as default_recipe(steps=...) and peft-medsa train --steps
-        training.update(max_steps=steps, warmup_steps=min(training["warmup_steps"], steps // 4))
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="mask_shape_") as tmp:
-        MedSATrainer(model, train, run_config(training, tmp, training["max_steps"], seed)).train()
+    with tempfile.TemporaryDirectory(prefix="mask_shape_") as tmp:  # run_config caps the warm-up at steps // 4
+        MedSATrainer(model, train, run_config(training, tmp, steps or training["max_steps"], seed)).train()
     seconds = time.perf_counter() - start
     if path is not None:
         model.save_pretrained(str(path))
